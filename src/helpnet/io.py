@@ -54,6 +54,7 @@ def make_header(spacing: tuple[float, float, float], affine: np.ndarray | None =
     if affine is None:
         affine = np.diag([*map(float, spacing), 1.0])
     header = nib.Nifti1Header()
+    header.set_data_shape((1, 1, 1))
     header.set_sform(affine, code=1)
     header.set_qform(affine, code=1)
     header.set_zooms(tuple(float(s) for s in spacing))
@@ -67,8 +68,10 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, header: nib.Nifti1Hea
     without voxel size, so nibabel must not rebuild the zooms from the affine.
     """
     header = header.copy()
+    zooms = header.get_zooms()
     header.set_data_dtype(array.dtype)
     header.set_data_shape(array.shape)
+    header.set_zooms(tuple(zooms[: array.ndim]) + (1.0,) * (array.ndim - len(zooms)))
     # Rescaling would turn integer label maps into floats on read.
     header.set_slope_inter(None, None)
     image = nib.Nifti1Image(array, None, header=header)

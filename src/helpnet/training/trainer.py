@@ -232,7 +232,7 @@ def train_fold(preprocessed_dir: str | Path, splits_path: str | Path, fold: int,
         plan.lr_step_steps, precision, device,
     )
 
-    term_names = objective.term_names()
+    term_names = settings.objective.term_names()
     log = LogWriter(output_dir / "training_log.csv", term_names, log_rows, output_dir / "tensorboard")
     dataset = StepBatches(store, settings.batch_size, settings.seed, start_step, plan.total_steps, settings.patch_size,
                           label_fill_value(settings.label_fill), settings.augment_flip_rot90, settings.augment_rotate)
