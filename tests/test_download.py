@@ -443,8 +443,11 @@ def test_extract_rejects_corrupt_zip(mirror_dir: Path, tmp_path: Path) -> None:
         ({"url": "https://example.org/a.zip", "sha265": "a" * 64}, "unknown key"),
         ({"url": "ftp://example.org/a.zip", "sha256": None}, "http:// or https://"),
         ({"url": "https://example.org/a.zip", "sha256": None, "extract": "yes"}, "true or false"),
-        ({"url": "https://example.org/dir/", "sha256": None}, "filename"),
-        ({"url": "https://example.org/a", "sha256": None, "filename": "../x"}, "plain file name"),
+        ({"url": "https://example.org/dir/", "sha256": None, "extract": False}, "filename"),
+        ({"url": "https://example.org/a", "sha256": None, "extract": False, "filename": "../x"}, "plain file name"),
+        ({"url": "https://example.org/a.zip", "sha256": None, "filename": "a.zip"}, "extract is false"),
+        ({"path": "/data", "sha256": "a" * 64}, "unknown key"),
+        ({"demo": {}, "filename": "x"}, "unknown key"),
         ({"url": "https://example.org/a.zip", "sha256": None, "extract": True, "filename": "a.zip"}, "extract is false"),
         ({"path": ""}, "non-empty"),
         ({"path": "/data", "obtain": 3}, "obtain"),
@@ -466,8 +469,11 @@ def test_validate_source_name_rejected() -> None:
 def test_resolve_source_paths(tmp_path: Path) -> None:
     resources = tmp_path / "resources"
     archive = {"url": "https://example.org/files/acdc.zip", "sha256": None, "extract": True}
-    single = {"url": "https://example.org/w/table5_pidinet.pth?raw=1", "sha256": PIDINET_SHA256}
-    renamed = {"url": "https://example.org/api/download", "sha256": None, "filename": "acdc.zip"}
+    single = {"url": "https://example.org/w/table5_pidinet.pth?raw=1", "sha256": PIDINET_SHA256, "extract": False}
+    renamed = {"url": "https://example.org/api/download", "sha256": None, "extract": False, "filename": "acdc.zip"}
+    default = {"url": "https://example.org/files/acdc.zip", "sha256": None}
+    # A schema validator that fills defaults adds `extract` to local and demo sources too.
+    local_with_default = {"path": str(tmp_path), "extract": True}
     local = {"path": str(tmp_path), "obtain": "request it from the organisers"}
 
     assert resolve_source("images", archive, "acdc", resources) == resources / "acdc" / "images"
@@ -476,6 +482,9 @@ def test_resolve_source_paths(tmp_path: Path) -> None:
     assert resolve_source("synthetic", {"demo": {"subjects": 4}}, "demo", resources) == resources / "demo" / "synthetic"
     assert resolve_source("images", local, "mscmr", resources) == tmp_path
     assert source_target("images", archive, "acdc", resources) == resources / "acdc" / "images"
+    assert resolve_source("images", default, "acdc", resources) == resources / "acdc" / "images"
+    assert resolve_source("images", local_with_default, "acdc", resources) == tmp_path
+    assert resolve_source("synthetic", {"demo": {}, "extract": True}, "demo", resources) == resources / "demo" / "synthetic"
 
 
 def test_resolve_missing_local_path(tmp_path: Path) -> None:
@@ -524,7 +533,7 @@ def test_cli_fetch_extracts_archive(mirror_dir: Path, tmp_path: Path) -> None:
 def test_cli_fetch_single_file(mirror_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "weights" / "table5_pidinet-tiny.pth"
     with LoopbackMirror(mirror_dir) as mirror:
-        spec = {"url": mirror.url("table5_pidinet-tiny.pth"), "sha256": None}
+        spec = {"url": mirror.url("table5_pidinet-tiny.pth"), "sha256": None, "extract": False}
         code = main(["fetch", "--spec", json.dumps(spec), "--output", str(output), "--retries", "0", "--timeout", "5"])
 
     assert code == 0
@@ -550,7 +559,7 @@ def test_cli_fetch_keep_archive_without_sha256(mirror_dir: Path, tmp_path: Path)
 def test_cli_fetch_bad_checksum_fails(mirror_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "pidinet.pth"
     with LoopbackMirror(mirror_dir) as mirror:
-        spec = {"url": mirror.url("table5_pidinet.pth"), "sha256": "0" * 64}
+        spec = {"url": mirror.url("table5_pidinet.pth"), "sha256": "0" * 64, "extract": False}
         code = main(["fetch", "--spec", json.dumps(spec), "--output", str(output)])
 
     assert code == 1

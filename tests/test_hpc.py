@@ -68,7 +68,7 @@ def test_focal_jigsaw_hand_example():
 
 
 def test_focal_view_shuffles_quadrants_of_local_view():
-    # Quadrant 0 of the local view holds input patch 2; its column pairs swap, the rest stays.
+    # Quadrant 0 of the local view contains input patch 2. Its column pairs swap, the rest stays.
     perms = HpcPermutations(local=(2, 0, 3, 1), focal=((1, 0, 3, 2), IDENTITY, IDENTITY, IDENTITY))
     expected = torch.tensor(
         [

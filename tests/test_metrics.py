@@ -132,8 +132,8 @@ def test_missing_slice_at_10mm_gives_10mm():
 def test_hd95_definitions_differ_on_distant_blob():
     # A 30x30 square and a prediction that adds a 3x3 blob diagonally beyond its corner. The 8
     # blob surface voxels are 3.3% of the 240 pooled distances, so the pooled 95th percentile is 0.
-    # Directed from the prediction they are 8 of 124 values; rank 116.85 lies between the blob's
-    # two nearest voxels, sqrt(21^2 + 21^2) and sqrt(21^2 + 22^2) from the corner (39, 39).
+    # Directed from the prediction they are 8 of 124 values. Rank 116.85 then lies between the
+    # blob's two nearest voxels, sqrt(21^2 + 21^2) and sqrt(21^2 + 22^2) from the corner (39, 39).
     ref = np.zeros((110, 110), dtype=bool)
     ref[10:40, 10:40] = True
     pred = ref.copy()
@@ -159,7 +159,8 @@ def test_unknown_definition_raises():
 def test_empty_both_gives_zero_distances():
     empty = np.zeros((5, 5, 5), dtype=bool)
     d_pred, d_ref = surface_distances(empty, empty, (1, 1, 1))
-    assert d_pred.size == 0 and d_ref.size == 0
+    assert d_pred.size == 0
+    assert d_ref.size == 0
     assert hd95(empty, empty, (1, 1, 1)) == 0.0
     assert assd(empty, empty, (1, 1, 1)) == 0.0
     assert empty_state(empty, empty) == "both"
@@ -177,7 +178,8 @@ def test_empty_one_gives_nan_or_penalty():
         assert assd(pred, ref, (1, 1, 1), empty_penalty=123.0) == 123.0
     # The 3x3x3 cube has 26 surface voxels; they carry the fill value, the empty side has none.
     d_pred, d_ref = surface_distances(mask, empty, (1, 1, 1))
-    assert d_pred.size == 26 and np.all(np.isnan(d_pred))
+    assert d_pred.size == 26
+    assert np.all(np.isnan(d_pred))
     assert d_ref.size == 0
 
 
@@ -203,12 +205,15 @@ def test_score_case_rows():
     assert [row["dice"] for row in rows] == [1.0, 0.0, 0.0, 1.0]
     assert [row["pred_voxels"] for row in rows] == [12, 0, 1, 0]
     assert [row["ref_voxels"] for row in rows] == [12, 4, 0, 0]
-    assert rows[0]["hd95"] == 0.0 and rows[0]["assd"] == 0.0
-    assert math.isnan(rows[1]["hd95"]) and math.isnan(rows[2]["assd"])
+    assert rows[0]["hd95"] == 0.0
+    assert rows[0]["assd"] == 0.0
+    assert math.isnan(rows[1]["hd95"])
+    assert math.isnan(rows[2]["assd"])
     assert rows[3]["hd95"] == 0.0
 
     penalised = score_case(pred, ref, (1.0, 2.0, 5.0), {2: "B"}, empty_penalty=50.0)
-    assert penalised[0]["hd95"] == 50.0 and penalised[0]["assd"] == 50.0
+    assert penalised[0]["hd95"] == 50.0
+    assert penalised[0]["assd"] == 50.0
 
 
 # Agreement with medpy 0.5.2 ------------------------------------------------------------------
@@ -319,3 +324,107 @@ def test_check_same_geometry(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="missing"):
         check_same_geometry(tmp_path / "missing.nii.gz", reference)
+
+
+# helpnet evaluate ---------------------------------------------------------------------------
+
+
+def write_evaluation_inputs(root, prediction_zooms=(1.5, 1.5, 10.0)):
+    """Two cases of an 8x8x3 volume: c1 with a half-found RV, c2 with the RV missed."""
+    from helpnet.data.cases import write_dataset_info
+
+    write_dataset_info(root / "dataset.json", ["RV", "Myo", "LV"], {})
+    header = make_header((1.5, 1.5, 10.0))
+    label = np.zeros((8, 8, 3), dtype=np.uint8)
+    label[0:2, 0:2, 0] = 1
+    label[4:6, 4:6, 0:2] = 2
+    prediction = np.zeros_like(label)
+    prediction[0:2, 0:1, 0] = 1
+    prediction[4:6, 4:6, 0:2] = 2
+    prediction[7, 7, 2] = 3
+    save_nifti(root / "cases" / "c1" / "label.nii.gz", label, header)
+    save_nifti(root / "predictions" / "c1.nii.gz", prediction, make_header(prediction_zooms))
+    save_nifti(root / "cases" / "c2" / "label.nii.gz", label, header)
+    save_nifti(root / "predictions" / "c2.nii.gz", np.where(label == 1, 0, label).astype(np.uint8), header)
+
+
+def evaluate_args(root, *extra):
+    return [
+        "evaluate",
+        "--predictions-dir", str(root / "predictions"),
+        "--cases-dir", str(root / "cases"),
+        "--cases", "c1", "c2",
+        "--dataset-info", str(root / "dataset.json"),
+        "--fold", "2",
+        "--output", str(root / "metrics.csv"),
+        *extra,
+    ]
+
+
+def test_evaluate_cli_writes_metrics(tmp_path):
+    from helpnet.cli import main
+
+    write_evaluation_inputs(tmp_path)
+    assert main(evaluate_args(tmp_path)) == 0
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "case,fold,class_index,class,dice,hd95,assd,pred_voxels,ref_voxels,empty"
+    assert len(lines) == 7
+
+    table = {(row.split(",")[0], row.split(",")[3]): row.split(",") for row in lines[1:]}
+    # RV of c1: 2 of 4 voxels found, Dice 4/6. Two reference surface voxels lie 1.5 mm from the
+    # prediction; pooled distances [0, 0, 0, 0, 1.5, 1.5] give HD95 1.5 and ASSD 0.5.
+    rv = table[("c1", "RV")]
+    assert rv[1:4] == ["2", "1", "RV"]
+    assert float(rv[4]) == pytest.approx(4 / 6)
+    assert float(rv[5]) == pytest.approx(1.5)
+    assert float(rv[6]) == pytest.approx(0.5)
+    assert rv[7:] == ["2", "4", "none"]
+    assert table[("c1", "Myo")][4:7] == ["1.0", "0.0", "0.0"]
+    assert table[("c1", "LV")][4:] == ["0.0", "nan", "nan", "1", "0", "ref"]
+    assert table[("c2", "RV")][4:] == ["0.0", "nan", "nan", "0", "4", "pred"]
+
+
+def test_evaluate_cli_diagonal_penalty(tmp_path):
+    from helpnet.cli import main
+
+    write_evaluation_inputs(tmp_path)
+    assert main(evaluate_args(tmp_path, "--empty-penalty", "diagonal", "--hd95-definition", "max_directed")) == 0
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    missed = next(line for line in lines if line.startswith("c2,2,1,RV")).split(",")
+    diagonal = math.sqrt(12.0**2 + 12.0**2 + 30.0**2)
+    assert float(missed[5]) == pytest.approx(diagonal)
+    assert float(missed[6]) == pytest.approx(diagonal)
+
+
+def test_evaluate_cli_geometry_mismatch(tmp_path, caplog):
+    from helpnet.cli import main
+
+    write_evaluation_inputs(tmp_path, prediction_zooms=(1.5, 1.5, 5.0))
+    assert main(evaluate_args(tmp_path)) == 1
+    assert str(tmp_path / "predictions" / "c1.nii.gz") in caplog.text
+    assert str(tmp_path / "cases" / "c1" / "label.nii.gz") in caplog.text
+    assert "(1.5, 1.5, 5.0) mm" in caplog.text
+    assert "(1.5, 1.5, 10.0) mm" in caplog.text
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_evaluate_cli_case_without_label(tmp_path, caplog):
+    from helpnet.cli import main
+
+    write_evaluation_inputs(tmp_path)
+    (tmp_path / "cases" / "c2" / "label.nii.gz").unlink()
+    assert main(evaluate_args(tmp_path)) == 1
+    assert "case c2 has no dense label" in caplog.text
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_evaluate_rejects_unknown_label_values(tmp_path):
+    from helpnet.evaluation.evaluate import evaluate_case
+
+    header = make_header((1.0, 1.0, 1.0))
+    label = np.zeros((4, 4, 2), dtype=np.uint8)
+    label[0, 0, 0] = 7
+    save_nifti(tmp_path / "label.nii.gz", label, header)
+    save_nifti(tmp_path / "pred.nii.gz", np.zeros_like(label), header)
+    with pytest.raises(ValueError, match=r"label .*label\.nii\.gz contains values \[7\]"):
+        evaluate_case(tmp_path / "pred.nii.gz", tmp_path / "label.nii.gz", {1: "A", 2: "B"})

@@ -46,6 +46,13 @@ def acdc_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "acdc"
 
 
+@pytest.fixture(scope="module")
+def subset_cases(acdc_dir: Path, scribble_dir: Path) -> dict:
+    """All 20 cases of the subset, read once for the tests that only inspect them."""
+    cases, _ = read_all(acdc_dir, scribble_dir, allow_extra_scribbles=True)
+    return {case.case_id: case for case in cases}
+
+
 def copy_patient(acdc_dir: Path, scribble_dir: Path, target: Path, patient: str = "patient005") -> tuple[Path, Path]:
     """Copy one patient (images, GT, Info.cfg) and its two scribbles into ``target``."""
     images = target / "database" / "training" / patient
@@ -62,8 +69,8 @@ def read_all(images: Path, scribbles: Path, **options) -> tuple[list, dict]:
     return list(result.cases), result.unmatched
 
 
-def test_acdc_cases_match_subset(acdc_dir: Path, scribble_dir: Path) -> None:
-    cases, _ = read_all(acdc_dir, scribble_dir, allow_extra_scribbles=True)
+def test_acdc_cases_match_subset(subset_cases: dict) -> None:
+    cases = list(subset_cases.values())
     expected_ids = sorted(f"{p}_frame{f:02d}" for p, (ed, es, _, _) in EXPECTED.items() for f in (ed, es))
     assert sorted(c.case_id for c in cases) == expected_ids
     assert len(cases) == 20
@@ -80,9 +87,8 @@ def test_acdc_cases_match_subset(acdc_dir: Path, scribble_dir: Path) -> None:
         assert case.spacing[2] == pytest.approx(10.0)
 
 
-def test_acdc_arrays_equal_source_files(acdc_dir: Path, scribble_dir: Path) -> None:
-    cases, _ = read_all(acdc_dir, scribble_dir, allow_extra_scribbles=True)
-    case = next(c for c in cases if c.case_id == "patient041_frame11")
+def test_acdc_arrays_equal_source_files(subset_cases: dict, acdc_dir: Path, scribble_dir: Path) -> None:
+    case = subset_cases["patient041_frame11"]
     source = nib.load(acdc_dir / "training" / "patient041" / "patient041_frame11.nii.gz")
     raw_scribble = np.asarray(nib.load(scribble_dir / "acdc_scribbles" / "patient041_frame11_scribble.nii.gz").dataobj)
     raw_label = np.asarray(nib.load(acdc_dir / "training" / "patient041" / "patient041_frame11_gt.nii.gz").dataobj)
@@ -97,8 +103,8 @@ def test_acdc_arrays_equal_source_files(acdc_dir: Path, scribble_dir: Path) -> N
     assert case.sources["scribble"].endswith("patient041_frame11_scribble.nii.gz")
 
 
-def test_acdc_scribbles_disagree_on_16_voxels(acdc_dir: Path, scribble_dir: Path) -> None:
-    cases, _ = read_all(acdc_dir, scribble_dir, allow_extra_scribbles=True)
+def test_acdc_scribbles_disagree_on_16_voxels(subset_cases: dict) -> None:
+    cases = list(subset_cases.values())
     annotated = sum(int(np.count_nonzero(c.scribble != 255)) for c in cases)
     disagreeing = sum(int(np.count_nonzero((c.scribble != 255) & (c.scribble != c.label))) for c in cases)
     assert annotated == 86_200

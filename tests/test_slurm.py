@@ -45,20 +45,24 @@ pytestmark = [
 # Seconds one probe workflow may take: two jobs of a few seconds plus the plugin's status
 # polling, which waits 2 s, then 12 s, 22 s, ... while no job finishes.
 PROBE_TIMEOUT_S = 150
-# The demo DAG below is about 30 jobs, each starting Snakemake twice inside the job.
+# The demo DAG below is 19 jobs on a critical path of 9.
 DEMO_TIMEOUT_S = 420
 RERUN_TIMEOUT_S = 240
 
-# Tiny demo on the test cluster: 2 folds, one experiment, a few optimizer steps, and resource
-# requests that fit the test node (1 CPU per job, so two jobs run at once on 2 cores).
+# Tiny demo on the test cluster: 2 subjects (4 cases), 2 folds without validation cases, one
+# experiment, two optimizer steps, and resource requests that fit the test node (1 CPU per job,
+# so two jobs run at once on 2 cores). The experiment is `pce`, which needs no edge maps: that
+# leaves out the edges and edges_qc jobs, and the GPU request is still exercised by `train` here
+# and by the probe workflow. Each job costs about 10 s however small, because the job starts
+# Snakemake twice (batch script and job step) before `python -m helpnet.cli` imports torch.
 DEMO_CONFIG = {
-    "run_experiments": ["helpnet"],
+    "run_experiments": ["pce"],
     "folds": "all",
     "edges_device": "cpu",
     "datasets": {
         "demo": {
-            "sources": {"demo": {"demo": {"subjects": 4, "seed": 0}}},
-            "split": {"scheme": "kfold", "folds": 2, "seed": 42, "validation_subjects": 1},
+            "sources": {"demo": {"demo": {"subjects": 2, "seed": 0}}},
+            "split": {"scheme": "kfold", "folds": 2, "seed": 42, "validation_subjects": 0},
         }
     },
     "training": {
@@ -142,7 +146,9 @@ def run_snakemake(args: list[str], workdir: Path, timeout_s: int) -> subprocess.
     started = time.monotonic()
     result = subprocess.run(command, cwd=workdir, env=_environment(), capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
-    (workdir / "snakemake_output.txt").write_text(result.stdout + result.stderr)
+    # One file per run, kept for debugging a failure: Snakemake's console output.
+    run_number = len(list(workdir.glob("snakemake_output_*.txt")))
+    (workdir / f"snakemake_output_{run_number}.txt").write_text(result.stdout + result.stderr)
     if result.returncode in (124, 137):
         pytest.fail(
             f"snakemake timed out after {timeout_s} s (elapsed {elapsed:.0f} s); "
@@ -270,13 +276,13 @@ def test_demo_dag_on_slurm(demo_run: tuple[Path, str]) -> None:
     workdir, output = demo_run
     results = workdir / "results" / "demo"
     for fold in (0, 1):
-        assert (results / "helpnet" / f"fold{fold}" / "metrics.csv").is_file()
-    assert (results / "helpnet" / "summary.csv").is_file()
+        assert (results / "pce" / f"fold{fold}" / "metrics.csv").is_file()
+    assert (results / "pce" / "summary.csv").is_file()
     assert (results / "comparison.md").is_file()
 
     jobs = submitted_jobs(output)
     rules = sorted(set(jobs.values()))
-    for rule in ("make_demo", "align", "split", "edges", "preprocess", "train", "predict", "evaluate", "summarize"):
+    for rule in ("make_demo", "align", "split", "preprocess", "train", "predict", "evaluate", "summarize", "compare"):
         assert rule in rules
     rows = {row["JobIDRaw"]: row for row in accounting(run_id(output))}
     assert set(rows) == set(jobs)
@@ -296,7 +302,7 @@ def test_demo_dag_on_slurm(demo_run: tuple[Path, str]) -> None:
 def test_single_fold_rerun_resubmits_only_that_fold(demo_run: tuple[Path, str]) -> None:
     workdir, _ = demo_run
     config_file = workdir / "test_overrides.yaml"
-    fold0_metrics = workdir / "results" / "demo" / "helpnet" / "fold0" / "metrics.csv"
+    fold0_metrics = workdir / "results" / "demo" / "pce" / "fold0" / "metrics.csv"
     fold0_mtime = fold0_metrics.stat().st_mtime
     # The same one-liner as on a workstation, plus the profile: force fold 1's training.
     args = [
@@ -318,9 +324,9 @@ def test_single_fold_rerun_resubmits_only_that_fold(demo_run: tuple[Path, str]) 
     comments = sorted(row["Comment"] for row in rows)
     # The plugin's comment is rule_<rule>_wildcards_<wildcard values joined by '_'>.
     assert comments == [
-        "rule_evaluate_wildcards_demo_helpnet_1",
-        "rule_predict_wildcards_demo_helpnet_1",
-        "rule_train_wildcards_demo_helpnet_1",
+        "rule_evaluate_wildcards_demo_pce_1",
+        "rule_predict_wildcards_demo_pce_1",
+        "rule_train_wildcards_demo_pce_1",
     ]
     assert all(row["State"] == "COMPLETED" for row in rows)
     assert fold0_metrics.stat().st_mtime == fold0_mtime

@@ -89,7 +89,7 @@ def test_diagonal_neighbours_are_not_connected():
 
 
 def test_components_never_cross_batch_samples():
-    # Sample 0 has a 6-pixel blob where sample 1 has a single pixel; sample 1 also has a
+    # Sample 0 has a 6-pixel blob where sample 1 has a single pixel. Sample 1 also has a
     # 2-pixel blob, which must win inside sample 1.
     batch = np.zeros((2, 4, 6), dtype=np.int64)
     batch[0, 0:2, 0:3] = 1

@@ -15,7 +15,7 @@ from helpnet.evaluation.summary import load_fold_metrics, parse_settings
 
 HEADER = "case,fold,class_index,class,dice,hd95,assd,pred_voxels,ref_voxels,empty\n"
 
-# Fold 0 holds cases a and b, fold 1 case c. Case b misses RV (NaN distances); case c has no
+# Fold 0 contains cases a and b, fold 1 case c. Case b misses RV (NaN distances); case c has no
 # RV in either mask and an LV predicted where the reference has none.
 FOLD0 = HEADER + (
     "a,0,1,RV,0.8,4.0,1.0,100,110,none\n"
@@ -207,3 +207,9 @@ def test_compare_table(results):
     )
     assert helpnet_row.startswith("| helpnet | 0.900 ± 0.000 | 1.00 ± 0.00 |")
     assert "| 0.883 ± 0.000 | 2.00 ± 0.00 | 1 | 0 |" in helpnet_row
+
+
+def test_summary_markdown_reads_evaluation_settings(results):
+    assert run_summarize(results, settings='{"evaluation": {"hd95_definition": "max_directed"}}') == 0
+    text = (results / "pce" / "summary.md").read_text()
+    assert "HD95 definition: max_directed." in text

@@ -153,10 +153,12 @@ def folds_to_run(dataset):
     available = list(range(num_folds(dataset)))
     if config["folds"] == "all":
         return available
-    unknown = [f for f in config["folds"] if f not in available]
+    requested = config["folds"] if isinstance(config["folds"], list) else [config["folds"]]
+    requested = [int(f) for f in requested]
+    unknown = [f for f in requested if f not in available]
     if unknown:
         raise WorkflowError(f"folds {unknown} do not exist for dataset {dataset!r}; its folds: {available}")
-    return list(config["folds"])
+    return requested
 
 
 def edges_needed(dataset):
@@ -264,14 +266,12 @@ def all_targets(wildcards):
             experiment_config(experiment)
             for fold in folds_to_run(dataset):
                 targets.append(f"{RESULTS}/{dataset}/{experiment}/fold{fold}/metrics.csv")
+                targets.append(f"{RESULTS}/{dataset}/plots/{experiment}_fold{fold}_overlays.png")
             if config["folds"] == "all":
                 targets += expand(
                     f"{RESULTS}/{dataset}/{experiment}/summary.{{ext}}", ext=("csv", "md", "json")
                 )
                 targets.append(f"{RESULTS}/{dataset}/plots/{experiment}_curves.png")
-                targets += [
-                    f"{RESULTS}/{dataset}/plots/{experiment}_fold{fold}_overlays.png" for fold in folds_to_run(dataset)
-                ]
         if config["folds"] == "all":
             targets.append(f"{RESULTS}/{dataset}/comparison.md")
             targets += [f"{RESULTS}/{dataset}/plots/dice_boxplot.png", f"{RESULTS}/{dataset}/plots/hd95_boxplot.png"]

@@ -4,8 +4,8 @@ The generator replaces ACDC when no real data is at hand: the workflow, the test
 first run need data that looks and is encoded like ACDC, is small and can be regenerated from a
 seed. Each subject has an end-diastolic (ED) and an end-systolic (ES) frame:
 
-- geometry: a random heart centre, orientation and size; the LV blood pool is an ellipse
-  whose radius shrinks from base (slice 0) to apex like a half ellipsoid, the myocardium is a
+- geometry: a random heart centre, orientation and size. The LV blood pool is an ellipse
+  whose radius shrinks from base (slice 0) to apex like a half ellipsoid. The myocardium is a
   ring around it, and the RV is a crescent attached to the LV on one side. The RV ends before
   the apex, and the last slices may show only myocardium. ES has a smaller LV and RV cavity,
   and its myocardium is thicker because the wall keeps its area on every slice;

@@ -30,7 +30,7 @@ import requests
 import urllib3.exceptions
 from tqdm import tqdm
 
-from helpnet.data.sources import source_kind
+from helpnet.data.sources import EXTRACT_DEFAULT, source_kind
 from helpnet.io import write_text
 
 logger = logging.getLogger(__name__)
@@ -429,7 +429,7 @@ def fetch_source(
 ) -> Path:
     """Download a URL source spec to ``output`` and return ``output``.
 
-    With ``extract: true``, ``output`` is the directory of extracted contents. The archive is
+    With ``extract: true`` (the default), ``output`` is the directory of extracted contents. The archive is
     downloaded to ``<output>.archive`` and deleted after extraction unless ``keep_archive``.
     Otherwise ``output`` is the downloaded file.
     """
@@ -439,7 +439,7 @@ def fetch_source(
             "Path and demo sources need no download."
         )
     output = Path(output)
-    if not spec.get("extract", False):
+    if not spec.get("extract", EXTRACT_DEFAULT):
         return download_file(
             spec["url"], output, spec["sha256"], retries=retries, timeout=timeout, backoff=backoff
         )
@@ -476,7 +476,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="download a url source, verify its sha256 and extract it",
         description=(
             "Download a url source spec, verify its sha256 and either extract the archive into "
-            "the directory OUTPUT (extract: true) or save the file as OUTPUT."
+            "the directory OUTPUT (extract: true, the default) or save the file as OUTPUT "
+            "(extract: false)."
         ),
     )
     parser.add_argument(

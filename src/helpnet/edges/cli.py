@@ -10,7 +10,7 @@ import numpy as np
 
 from helpnet.edges.classical import SOBEL_CLIP_PERCENTILE, SOBEL_SIGMA, sobel_edges
 from helpnet.edges.extract import default_converted, extract_edges, validate_edges, write_edges
-from helpnet.edges.pidinet import VARIANTS, load_pidinet
+from helpnet.edges.pidinet import CONFIGS, VARIANTS, load_pidinet
 from helpnet.edges.qc import collect_panels, render_qc
 from helpnet.io import load_nifti
 
@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     edges.add_argument("--method", required=True, choices=METHODS, help="pidinet (pretrained network) or sobel (classical)")
     edges.add_argument("--checkpoint", type=Path, help="official PiDiNet checkpoint (.pth); required for --method pidinet")
     edges.add_argument("--variant", default="pidinet", choices=sorted(VARIANTS), help="PiDiNet width (default: pidinet)")
+    edges.add_argument(
+        "--config",
+        default="carv4",
+        choices=sorted(CONFIGS),
+        help="pixel-difference layout the checkpoint was trained with (default: carv4; table5_baseline.pth: baseline)",
+    )
     edges.add_argument(
         "--attention",
         action=argparse.BooleanOptionalAction,
@@ -70,11 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qc.set_defaults(func=run_edges_qc)
 
 
-def _describe(args: argparse.Namespace, converted: bool) -> str:
+def _describe(args: argparse.Namespace) -> str:
+    """Return the method text stored in the edge file's ``descrip`` field (shown by edges-qc)."""
     if args.method == "sobel":
         return f"sobel sigma={args.sobel_sigma:g} clip=p{SOBEL_CLIP_PERCENTILE:g}"
     flags = "+".join(name for name, on in (("sa", args.attention), ("dil", args.dilation)) if on) or "plain"
-    return f"pidinet {args.variant} {flags} {args.checkpoint.name}"
+    return f"pidinet {args.variant} {args.config} {flags} {args.checkpoint.name}"
 
 
 def run_edges(args: argparse.Namespace) -> int:
@@ -86,7 +93,6 @@ def run_edges(args: argparse.Namespace) -> int:
     volume, header = load_nifti(args.image)
     source = str(args.image)
 
-    converted = False
     if args.method == "pidinet":
         if args.checkpoint is None:
             raise ValueError("--method pidinet needs --checkpoint PATH (an official PiDiNet .pth file)")
@@ -98,13 +104,14 @@ def run_edges(args: argparse.Namespace) -> int:
             dilation=args.dilation,
             converted=converted,
             device="cpu",
+            config=args.config,
         )
         edges = extract_edges(volume, model, device=args.device, batch_size=args.batch_size, source=source)
     else:
         edges = sobel_edges(volume, sigma=args.sobel_sigma, source=source)
 
     validate_edges(edges, volume, source=f"{args.output} (from {source})")
-    write_edges(args.output, edges, header, _describe(args, converted))
+    write_edges(args.output, edges, header, _describe(args))
     logger.info(
         "wrote %s: %s, shape %s, %.1f%% of pixels > 127",
         args.output,

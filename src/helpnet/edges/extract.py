@@ -34,14 +34,17 @@ DEFAULT_CONVERTED: dict[str, bool] = {
     "pidinet_tiny": True,
 }
 
-# Sanity limits on a finished edge volume, sized from PiDiNet (3 released checkpoints) and Sobel
-# maps of 20 ACDC cine and 4 MSCMRseg LGE volumes (benchmarks/pidinet_results.md): there every
-# non-constant slice had a maximum >= 190 and at most 4.2 % of a volume's pixels were >= 250.
-BLANK_SLICE_MAX = 25
-"""A slice whose maximum edge value is below this is blank (no pixel reaches 0.1 probability)."""
+# Sanity limits on a finished edge volume. On the PiDiNet (3 released checkpoints) and Sobel maps
+# of 20 ACDC cine and 4 MSCMRseg LGE volumes (benchmarks/pidinet_results.md), every non-constant
+# slice had a maximum >= 229, at most 1.2 % of a volume's pixels were >= 250 and at most 26 % were
+# > 127. An untrained PiDiNet gives ~0.5 everywhere, so 100 % of its pixels are > 127.
+BLANK_MAX = 127
+"""A slice is blank when no value exceeds this, i.e. the edge-loss mask E > 0.5 is empty."""
 SATURATED_VALUE = 250
-SATURATED_FRACTION = 0.5
-"""A volume with more than this fraction of its pixels at >= SATURATED_VALUE is saturated."""
+SATURATED_FRACTION = 0.25
+"""A volume with more than this fraction of pixels >= SATURATED_VALUE is saturated."""
+FLOODED_FRACTION = 0.6
+"""A volume with more than this fraction of pixels > BLANK_MAX marks nearly everything as edge."""
 
 
 def default_converted(variant: str) -> bool:
@@ -67,7 +70,7 @@ def is_constant_slice(slice_2d: np.ndarray) -> bool:
 
 
 def render_slice(slice_2d: np.ndarray) -> np.ndarray:
-    """Render a 2-D slice as the (H, W, 3) uint8 grey image PiDiNet sees.
+    """Render a 2-D slice as the (H, W, 3) uint8 grey image that is fed to PiDiNet.
 
     Min-max over this slice in float64, ``np.rint`` (round half to even), three identical
     channels. A constant slice renders as all zeros.
@@ -106,8 +109,8 @@ def rgb_to_input(rgb: np.ndarray) -> torch.Tensor:
 def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
     """Convert edge probabilities in [0, 1] to uint8 by truncating 255 * p, as upstream PiDiNet saves its PNGs.
 
-    Truncation keeps a stored value of 128 or more equivalent to p >= 128/255, so the edge loss's
-    mask E > 0.5 selects the same pixels as in HELPNet's upstream edge files would.
+    With truncation a stored value of 128 or more means p >= 128/255, as in files written by the
+    official PiDiNet test code, so the edge-loss mask E > 0.5 selects the same pixels.
     """
     scaled = np.asarray(probability, dtype=np.float32) * np.float32(255.0)
     return np.clip(scaled, 0.0, 255.0).astype(np.uint8)
@@ -179,7 +182,7 @@ def extract_edges(
 
 
 def validate_edges(edges: np.ndarray, volume: np.ndarray, source: str = "edge map") -> None:
-    """Raise ValueError when an edge volume is blank on every non-constant slice or saturated.
+    """Raise ValueError when an edge volume is blank on every non-constant slice, saturated or flooded.
 
     Either failure points to a broken rendering or model (for example wrong normalisation or
     weights), not to the image, so nothing should be written.
@@ -191,17 +194,24 @@ def validate_edges(edges: np.ndarray, volume: np.ndarray, source: str = "edge ma
         logger.warning("%s: every slice of the image is constant; the edge map is all zero", source)
         return
     slice_max = [int(edges[:, :, k].max()) for k in slices]
-    if max(slice_max) < BLANK_SLICE_MAX:
+    fix = "check the checkpoint, the variant flags and the image intensities"
+    if max(slice_max) <= BLANK_MAX:
         raise ValueError(
-            f"{source}: edge map is blank (maximum {max(slice_max)} < {BLANK_SLICE_MAX}) on all "
-            f"{len(slices)} non-constant slices; check the checkpoint, the variant flags and the image intensities"
+            f"{source}: edge map is blank (maximum {max(slice_max)} <= {BLANK_MAX}, so the E > 0.5 mask is empty) "
+            f"on all {len(slices)} non-constant slices; {fix}"
         )
     content = edges[:, :, slices]
     saturated = float(np.mean(content >= SATURATED_VALUE))
     if saturated > SATURATED_FRACTION:
         raise ValueError(
             f"{source}: edge map is saturated ({saturated:.1%} of pixels >= {SATURATED_VALUE}, limit "
-            f"{SATURATED_FRACTION:.0%}); check the checkpoint, the variant flags and the image intensities"
+            f"{SATURATED_FRACTION:.0%}); {fix}"
+        )
+    flooded = float(np.mean(content > BLANK_MAX))
+    if flooded > FLOODED_FRACTION:
+        raise ValueError(
+            f"{source}: {flooded:.1%} of pixels have E > 0.5 (limit {FLOODED_FRACTION:.0%}), so the map marks "
+            f"nearly everything as edge; {fix}"
         )
 
 

@@ -35,6 +35,8 @@ PDC_OPS = ("cd", "ad", "rd", "cv")
 CONFIGS: dict[str, tuple[str, ...]] = {
     # 16 layers: the stem, then the 3 + 4 + 4 + 4 blocks of the four stages.
     "carv4": ("cd", "ad", "rd", "cv") * 4,
+    # All plain convolutions (the paper's baseline, checkpoint table5_baseline.pth).
+    "baseline": ("cv",) * 16,
 }
 
 STAGE_BLOCKS = (3, 4, 4, 4)
@@ -58,8 +60,9 @@ VARIANTS: dict[str, VariantSpec] = {
     "pidinet_tiny": VariantSpec(channels=20, dilation_channels=8),
 }
 
-# The angular difference pairs each 3x3 tap (row-major 0..8) with its clockwise neighbour on the
-# ring around the centre; the centre is paired with itself, so its effective weight is zero.
+# The angular difference weights x_i - x_next(i), where next(i) is the clockwise neighbour of tap i
+# (row-major 0..8) on the ring around the centre. As one kernel that is w_j - w_prev(j), and this
+# table lists prev(j); the centre maps to itself, so its effective weight is zero.
 _AD_NEIGHBOUR = (3, 0, 1, 6, 4, 2, 7, 8, 5)
 # The radial difference spreads the 8 outer taps of the 3x3 kernel onto a 5x5 kernel: the outer
 # ring of the 5x5 kernel (at twice the offset) takes +w[1..8] and the inner ring takes -w[1..8].
@@ -156,7 +159,7 @@ class PDCBlock(nn.Module):
     """Residual block: depthwise 3x3 PDC, ReLU, 1x1 conv, plus shortcut.
 
     With ``stride=2`` the input is first max-pooled (2x2, floor, so an odd size drops its last row
-    or column) and the shortcut is a 1x1 conv with bias; otherwise the shortcut is the identity.
+    or column) and the shortcut is a 1x1 conv with bias. Otherwise the shortcut is the identity.
     """
 
     def __init__(self, op: str, in_channels: int, out_channels: int, stride: int, converted: bool) -> None:
@@ -355,12 +358,11 @@ def read_checkpoint(checkpoint_path: str | os.PathLike) -> OrderedDict[str, torc
 
 
 def _group_keys(keys: set[str]) -> str:
-    """Summarise state-dict keys by their top-level module, e.g. ``attentions.* (12 keys)``."""
-    groups: dict[str, int] = {}
-    for key in keys:
-        top = key.split(".")[0]
-        groups[top] = groups.get(top, 0) + 1
-    return ", ".join(f"{name}.* ({count} keys)" if count > 1 else f"{name}.*" for name, count in sorted(groups.items()))
+    """Summarise state-dict keys by top-level module, e.g. ``attentions.* (12 keys, first attentions.0.conv1.bias)``."""
+    groups: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        groups.setdefault(key.split(".")[0], []).append(key)
+    return ", ".join(f"{name}.* ({len(members)} keys, first {members[0]})" for name, members in groups.items())
 
 
 def _flag_hint(prefix: str, missing_in_checkpoint: bool) -> str:
@@ -419,17 +421,18 @@ def build_pidinet(
     dilation: bool = True,
     converted: bool = False,
     source: str = "state dict",
+    config: str = "carv4",
 ) -> PiDiNet:
     """Build a PiDiNet in eval mode from a trained (vanilla, prefix-free) state dict, loaded strictly.
 
     With ``converted=True`` the PDC kernels are folded into a new state dict first; ``state_dict``
     is never modified.
     """
-    model = PiDiNet(variant=variant, attention=attention, dilation=dilation, converted=False)
+    model = PiDiNet(variant=variant, attention=attention, dilation=dilation, converted=False, config=config)
     check_state_dict(model, state_dict, source)
     if converted:
-        model = PiDiNet(variant=variant, attention=attention, dilation=dilation, converted=True)
-        state_dict = convert_state_dict(state_dict, model.config)
+        model = PiDiNet(variant=variant, attention=attention, dilation=dilation, converted=True, config=config)
+        state_dict = convert_state_dict(state_dict, config)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
@@ -441,20 +444,29 @@ def load_pidinet(
     dilation: bool = True,
     converted: bool = False,
     device: str | torch.device = "cpu",
+    config: str = "carv4",
 ) -> PiDiNet:
     """Load an official PiDiNet checkpoint into a model in eval mode on ``device``.
 
     The flags must match how the checkpoint was trained: ``table5_pidinet.pth`` and
     ``table5_pidinet-tiny.pth`` use attention and dilation, the ``-l`` checkpoints use neither.
-    A mismatch raises ValueError naming the keys and the flag to change.
+    A mismatch raises ValueError naming the keys and the flag to change. ``config`` cannot be
+    checked, because a ``baseline`` checkpoint has the same tensors as a ``carv4`` one.
     """
     state_dict = read_checkpoint(checkpoint_path)
     model = build_pidinet(
-        state_dict, variant=variant, attention=attention, dilation=dilation, converted=converted, source=str(checkpoint_path)
+        state_dict,
+        variant=variant,
+        attention=attention,
+        dilation=dilation,
+        converted=converted,
+        source=str(checkpoint_path),
+        config=config,
     )
     logger.info(
-        "loaded PiDiNet %s (attention=%s, dilation=%s, %s) from %s",
+        "loaded PiDiNet %s %s (attention=%s, dilation=%s, %s) from %s",
         variant,
+        config,
         attention,
         dilation,
         "converted" if converted else "vanilla",

@@ -19,9 +19,10 @@ from helpnet.io import atomic_path, load_nifti  # noqa: E402
 logger = logging.getLogger(__name__)
 
 EDGE_CMAP = "autumn"
-EDGE_ALPHA = 0.6
-EDGE_DISPLAY_MIN = 0.1
-"""Edge probabilities below this are left transparent so the image stays readable."""
+EDGE_ALPHA = 0.9
+"""Opacity of an edge value of 255; lower values are proportionally more transparent."""
+EDGE_DISPLAY_MIN = 0.25
+"""Edge values below this fraction of 255 are left transparent so the image stays readable."""
 
 
 @dataclass
@@ -34,6 +35,14 @@ class QCPanel:
     image: np.ndarray
     edges: np.ndarray
     """Edge values 0..255, same shape as ``image``."""
+
+
+def edge_overlay(edges: np.ndarray) -> np.ndarray:
+    """Colour uint8 edges as RGBA whose opacity grows with the edge value, so weak responses stay faint."""
+    strength = edges.astype(np.float32) / 255.0
+    rgba = matplotlib.colormaps[EDGE_CMAP](strength)
+    rgba[..., 3] = np.where(strength >= EDGE_DISPLAY_MIN, EDGE_ALPHA * strength, 0.0)
+    return rgba
 
 
 def pick_slices(volume: np.ndarray, count: int) -> list[int]:
@@ -93,15 +102,7 @@ def render_qc(panels: list[QCPanel], output: str | os.PathLike, columns: int = 3
         axis.axis("off")
     for axis, panel in zip(axes.ravel(), panels):
         axis.imshow(panel.image, cmap="gray", interpolation="nearest")
-        edges = panel.edges.astype(np.float32) / 255.0
-        axis.imshow(
-            np.ma.masked_less(edges, EDGE_DISPLAY_MIN),
-            cmap=EDGE_CMAP,
-            vmin=0.0,
-            vmax=1.0,
-            alpha=EDGE_ALPHA,
-            interpolation="nearest",
-        )
+        axis.imshow(edge_overlay(panel.edges), interpolation="nearest")
         share = float(np.mean(panel.edges > 127))
         axis.set_title(f"{panel.case_id} z={panel.slice_index}\n{panel.method}\nE>0.5: {share:.1%}", fontsize=8)
     figure.tight_layout()

@@ -2,7 +2,7 @@
 
 ``metrics.csv`` has one row per test case and class, with the columns of
 :data:`METRICS_CSV_COLUMNS`. Distances are in mm. A class whose prediction or reference mask is
-empty gets ``nan`` distances (or the penalty asked for) and says which mask is empty in ``empty``.
+empty gets ``nan`` distances (or the requested penalty), and its ``empty`` column names the empty mask.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def evaluate_case(
 
     Raises:
         FileNotFoundError: when either file is missing.
-        ValueError: when the geometries differ or a file holds values outside the classes.
+        ValueError: when the geometries differ or a file contains values outside the classes.
     """
     prediction_path = Path(prediction_path)
     label_path = Path(label_path)

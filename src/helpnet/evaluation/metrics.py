@@ -15,7 +15,7 @@ to floating-point precision:
 
 Unlike medpy, which transforms the whole array, the erosion runs only inside the bounding box of
 both masks grown by one voxel, and the distance transform only inside the bounding box itself.
-The erosion sees the same neighbours as on the whole array, and the box holds every surface
+The erosion finds the same neighbours as on the whole array, and the box contains every surface
 voxel of both masks, so the distances are the same.
 
 Empty-mask rule, applied by every function here:
@@ -150,7 +150,7 @@ def _extent(*masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _surfaces_in_box(*masks: np.ndarray) -> list[np.ndarray]:
     """Surfaces of non-empty ``masks``, cropped to the bounding box of their union.
 
-    The erosion runs on the box grown by one voxel (clipped to the array), so that it sees the
+    The erosion runs on the box grown by one voxel (clipped to the array), so that it finds the
     same neighbours as on the whole array. Every surface voxel lies inside the box itself.
     """
     lower, upper = _extent(*masks)
@@ -168,10 +168,12 @@ def _distances_to_surface(query: np.ndarray, target: np.ndarray, sampling: np.nd
     """Distance in mm from each voxel of ``query`` to the nearest voxel of ``target`` (both boolean, same box).
 
     The feature transform of the Euclidean distance transform gives the nearest target voxel of
-    every voxel. Distances are computed from it only at the query voxels, with the arithmetic of
-    ``distance_transform_edt`` (offset times spacing, squared, summed over axes in order, square
-    root), which is cheaper than the full distance map and gives the same values.
+    every voxel, and distances are computed from it only at the query voxels. The arithmetic is
+    that of ``distance_transform_edt`` (offset times spacing, squared, summed over axes in
+    order, square root), so the values are those of the full distance map.
     """
+    if query.ndim >= 3:
+        return _distances_to_surface_by_slice(query, target, sampling)
     # The transform looks for the nearest zero, hence the complement of the target.
     nearest = distance_transform_edt(~target, sampling=sampling, return_distances=False, return_indices=True)
     query_coords = np.nonzero(query)
@@ -180,6 +182,35 @@ def _distances_to_surface(query: np.ndarray, target: np.ndarray, sampling: np.nd
         offset = (nearest[axis][query_coords] - coords).astype(np.float64) * sampling[axis]
         squared += offset * offset
     return np.sqrt(squared)
+
+
+def _distances_to_surface_by_slice(query: np.ndarray, target: np.ndarray, sampling: np.ndarray) -> np.ndarray:
+    """Compute :func:`_distances_to_surface` slice by slice along the last axis.
+
+    The squared distance to the nearest target voxel is the minimum, over the target's slices,
+    of the squared in-plane distance within that slice plus the squared offset between slices.
+    The in-plane part comes from the feature transform of each slice. On 10-slice ACDC labels
+    this took about 20% less time than one transform of the whole box (one measurement).
+    """
+    query_coords = np.nonzero(query)
+    plane_shape = target.shape[:-1]
+    query_in_plane = np.ravel_multi_index(query_coords[:-1], plane_shape)
+    query_slice = query_coords[-1]
+    plane_grid = np.indices(plane_shape)
+    best = np.full(query_slice.size, np.inf)
+    occupied = np.flatnonzero(target.any(axis=tuple(range(target.ndim - 1))))
+    for z in occupied:
+        # The transform looks for the nearest zero, hence the complement of the target.
+        nearest = distance_transform_edt(
+            ~target[..., z], sampling=sampling[:-1], return_distances=False, return_indices=True
+        )
+        squared_plane = np.zeros(plane_shape, dtype=np.float64)
+        for axis in range(len(plane_shape)):
+            offset = (nearest[axis] - plane_grid[axis]).astype(np.float64) * sampling[axis]
+            squared_plane += offset * offset
+        offset_between_slices = (query_slice - z).astype(np.float64) * sampling[-1]
+        np.minimum(best, squared_plane.ravel()[query_in_plane] + offset_between_slices**2, out=best)
+    return np.sqrt(best)
 
 
 def surface_distances(
@@ -202,7 +233,7 @@ def surface_distances(
         ``(d_pred_to_ref, d_ref_to_pred)``: 1-D float64 arrays with one entry per surface voxel of
         ``pred`` (distance to the nearest surface voxel of ``ref``) and one per surface voxel of
         ``ref``. An empty mask has no surface voxels, so its array is empty: both arrays are
-        empty when both masks are, and when only one is, the other array holds NaN or
+        empty when both masks are, and when only one is, the other array contains NaN or
         ``empty_penalty``.
 
     Raises:
@@ -237,7 +268,7 @@ def hd95_from_distances(d_pred_to_ref: np.ndarray, d_ref_to_pred: np.ndarray, de
 
     Returns:
         HD95 in mm: 0.0 when both sets are empty (both masks empty), NaN or the fill value when
-        only one set is empty or a set holds NaN.
+        only one set is empty or a set contains NaN.
 
     Raises:
         ValueError: on an unknown ``definition``.
@@ -259,8 +290,8 @@ def hd95_from_distances(d_pred_to_ref: np.ndarray, d_ref_to_pred: np.ndarray, de
 def assd_from_distances(d_pred_to_ref: np.ndarray, d_ref_to_pred: np.ndarray) -> float:
     """Compute the average symmetric surface distance from the output of :func:`surface_distances`.
 
-    As in medpy 0.5.2, this is the mean of both directed sets pooled together, so the mask with
-    more surface voxels weighs more; it is not the mean of the two directed means.
+    As in medpy 0.5.2, this is the mean of both directed sets pooled together, not the mean of
+    the two directed means. The mask with more surface voxels therefore weighs more.
 
     Returns:
         ASSD in mm: 0.0 when both sets are empty, NaN or the fill value when only one is.

@@ -16,7 +16,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless workflow: choose the backend before anything imports pyplot
-from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,7 +43,13 @@ CURVE_COLUMNS = 3
 OVERLAY_PANEL_SIZE_IN = (3.2, 3.4)
 """Width and height of one overlay panel in inches."""
 
-OVERLAY_LEGEND_HEIGHT_IN = 0.6
+MASK_ALPHA = 0.55
+"""Opacity of prediction and label colours over the image."""
+
+SCRIBBLE_BACKGROUND_RGBA = (1.0, 0.9, 0.0, 1.0)
+"""Colour of background scribbles (value 0 in a scribble), which no class colour uses."""
+
+OVERLAY_LEGEND_HEIGHT_IN = 0.4
 """Height reserved under the overlay panels for the class legend, in inches."""
 
 LOG_NON_LOSS_COLUMNS = ("step", "epoch", "lr", "val_dice", "time_s")
@@ -226,26 +231,31 @@ def pick_cases(metrics: pd.DataFrame) -> list[tuple[str, str, float]]:
     """Pick the best, median and worst case by Dice averaged over classes.
 
     Returns:
-        ``(role, case, mean Dice)`` tuples, best first. With fewer than three cases a case
-        appears once, under its first role.
+        ``(role, case, mean Dice)`` tuples, best first. Two cases give best and worst, one case
+        gives best only.
     """
     per_case = case_means(metrics).sort_values(["dice", "case"], ascending=[False, True], kind="stable")
     if per_case.empty:
         raise ValueError("the metrics table has no cases to show")
-    ranked = list(zip(per_case["case"], per_case["dice"]))
-    picks = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
-    chosen: list[tuple[str, str, float]] = []
-    for role, (case, dice) in picks.items():
-        if case not in [c for _, c, _ in chosen]:
-            chosen.append((role, case, float(dice)))
-    return chosen
+    ranked = [(str(case), float(dice)) for case, dice in zip(per_case["case"], per_case["dice"])]
+    if len(ranked) == 1:
+        return [("best", *ranked[0])]
+    if len(ranked) == 2:
+        return [("best", *ranked[0]), ("worst", *ranked[1])]
+    return [("best", *ranked[0]), ("median", *ranked[len(ranked) // 2]), ("worst", *ranked[-1])]
 
 
-def _label_rgba(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """RGBA image of a label slice: class colours, background and the ignore value transparent."""
+def _label_rgba(labels: np.ndarray, num_classes: int, alpha: float, background: tuple | None = None) -> np.ndarray:
+    """RGBA image of a label slice in the class colours with opacity ``alpha``; the ignore value is transparent.
+
+    Background (0) is transparent unless ``background`` gives its RGBA colour: in a scribble,
+    0 marks annotated background, which is worth seeing.
+    """
     colours = np.zeros((max(num_classes, IGNORE_INDEX) + 1, 4))
     colours[1 : num_classes + 1] = class_colours(num_classes)
-    colours[1 : num_classes + 1, 3] = 0.55
+    colours[1 : num_classes + 1, 3] = alpha
+    if background is not None:
+        colours[0] = background
     colours[IGNORE_INDEX] = 0.0
     clipped = np.where((labels >= 0) & (labels < len(colours)), labels, 0)
     return colours[clipped]
@@ -304,7 +314,12 @@ def plot_overlays(
             # Arrays are (X, Y, Z); the transpose shows X across and Y down.
             axis.imshow(image[..., z].T, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
             if layer is not None:
-                axis.imshow(_label_rgba(layer[..., z].T, num_classes), interpolation="nearest")
+                # Scribbles are thin lines, so they are drawn opaque; masks stay see-through.
+                if name == "scribble":
+                    rgba = _label_rgba(layer[..., z].T, num_classes, 1.0, SCRIBBLE_BACKGROUND_RGBA)
+                else:
+                    rgba = _label_rgba(layer[..., z].T, num_classes, MASK_ALPHA)
+                axis.imshow(rgba, interpolation="nearest")
             elif name == "scribble":
                 axis.text(0.5, 0.5, "no scribble", transform=axis.transAxes, ha="center", va="center", color="white")
             axis.set_xticks([])
@@ -318,10 +333,12 @@ def plot_overlays(
         )
 
     colours = class_colours(num_classes)
+    handles = [Patch(facecolor=colours[int(i) - 1], label=name) for i, name in class_table.itertuples(index=False)]
+    handles.append(Patch(facecolor=SCRIBBLE_BACKGROUND_RGBA, label="background (scribble)"))
     figure.legend(
-        handles=[Patch(facecolor=colours[int(i) - 1], label=name) for i, name in class_table.itertuples(index=False)],
+        handles=handles,
         loc="lower center",
-        ncol=len(class_table),
+        ncol=len(handles),
         frameon=False,
     )
     figure.suptitle(

@@ -242,6 +242,16 @@ def format_value(mean: float | None, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _setting(settings: object, key: str) -> object:
+    """Look ``key`` up at the top of the settings or in their ``evaluation`` section, where the workflow puts it."""
+    if not isinstance(settings, dict):
+        return None
+    if key in settings:
+        return settings[key]
+    evaluation = settings.get("evaluation")
+    return evaluation.get(key) if isinstance(evaluation, dict) else None
+
+
 def format_summary_markdown(summary: dict) -> str:
     """Render ``summary.md``: Dice, HD95 and ASSD per class and mean, empty-mask counts and policy."""
     classes = summary["classes"]
@@ -272,7 +282,7 @@ def format_summary_markdown(summary: dict) -> str:
         f"{summary['empty_policy']}.",
         "",
     ]
-    hd95_definition = summary.get("settings", {}).get("hd95_definition") if isinstance(summary.get("settings"), dict) else None
+    hd95_definition = _setting(summary.get("settings"), "hd95_definition")
     if hd95_definition:
         lines += [f"HD95 definition: {hd95_definition}.", ""]
     if len(summary["per_fold"]) > 1:

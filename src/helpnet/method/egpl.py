@@ -71,7 +71,7 @@ def weighted_ensemble(
 
 
 def pseudo_label(ensemble: torch.Tensor) -> torch.Tensor:
-    """The detached hard label argmax_c of ``(B, C, H, W)``, shape ``(B, H, W)`` int64."""
+    """Return the detached hard label argmax_c of ``(B, C, H, W)`` as ``(B, H, W)`` int64."""
     return ensemble.detach().argmax(dim=1)
 
 

@@ -49,11 +49,11 @@ class HpcPermutations:
             _check_permutation(tuple(perm), f"focal permutation of quadrant {quadrant}")
 
     def local_index(self) -> list[int]:
-        """The 2×2 grid index: output patch k receives input patch ``local[k]``."""
+        """Return the 2×2 grid index: output patch k receives input patch ``local[k]``."""
         return list(self.local)
 
     def focal_index(self) -> list[int]:
-        """The nested jigsaw as an index over the row-major 4×4 grid of patches.
+        """Return the nested jigsaw as an index over the row-major 4×4 grid of patches.
 
         Row-major cell (r, c) of the 4×4 grid is sub-patch ``2 (r % 2) + c % 2`` of quadrant
         ``2 (r // 2) + c // 2``. Output sub-patch k of quadrant q receives input sub-patch
@@ -131,7 +131,7 @@ def permute_patches(x: torch.Tensor, grid: int, index: list[int]) -> torch.Tenso
 
 
 def inverse_index(index: list[int]) -> list[int]:
-    """The index that undoes ``index``: ``inverse[index[k]] = k``."""
+    """Return the index that undoes ``index``, so that ``inverse[index[k]] = k``."""
     inverse = [0] * len(index)
     for position, source in enumerate(index):
         inverse[source] = position
@@ -202,10 +202,11 @@ def perturb_intensity(
 ) -> torch.Tensor:
     """Apply a random brightness and contrast change to each image of ``(B, C, H, W)``.
 
-    Per image: map [min, max] linearly to [0, 255]; multiply by b ~ U(1 − brightness_limit,
-    1 + brightness_limit) and clip to [0, 255]; replace v by v + (v − 127.5)·c with
-    c ~ U(−contrast_limit, contrast_limit) and clip again; map back to [min, max]. A constant
-    image has no range to map, so it is returned unchanged.
+    Per image, the values are mapped linearly from [min, max] to [0, 255]. They are then
+    multiplied by b ~ U(1 − brightness_limit, 1 + brightness_limit) and clipped to [0, 255].
+    Next each value v becomes v + (v − 127.5)·c with c ~ U(−contrast_limit, contrast_limit)
+    and is clipped again, and the result is mapped back to [min, max]. A constant image has
+    no range to map, so it is returned unchanged.
     """
     _check_cpu_generator(generator)
     if image.ndim != 4:
@@ -219,7 +220,7 @@ def perturb_intensity(
     flat = image.reshape(batch, -1)
     low = flat.amin(dim=1).view(batch, 1, 1, 1)
     value_range = flat.amax(dim=1).view(batch, 1, 1, 1) - low
-    # A constant image would divide by zero; any positive divisor maps it to 0, and the map
+    # A constant image would divide by zero. Any positive divisor maps it to 0, and the map
     # back multiplies by its zero range, so the image comes back unchanged.
     safe_range = torch.where(value_range > 0, value_range, torch.ones_like(value_range))
 

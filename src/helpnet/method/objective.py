@@ -2,7 +2,7 @@
 
 Ablations (each switch of :class:`ObjectiveSettings`):
 
-- ``hpc=True``: noise on the batch (see :func:`helpnet.method.add_noise`), then three
+- ``hpc=True``: noise on the batch (see :func:`helpnet.method.hpc.add_noise`), then three
   views, the intensity-perturbed global view x_S1, the 2×2 jigsaw x_S2 and the nested 4×4
   jigsaw x_S4. Terms: ``pce_global``, ``pce_local``, ``pce_focal`` (scribble loss of each
   restored view), ``cons_local`` and ``cons_focal`` (1 − cos against the global view).
@@ -48,8 +48,8 @@ from helpnet.method.hpc import (
     restore_focal_view,
     restore_local,
 )
-from helpnet.method.spr import connectivity_loss, edge_loss
 from helpnet.method.losses import cosine_loss, partial_cross_entropy
+from helpnet.method.spr import connectivity_loss, edge_loss
 from helpnet.model.norm import per_view_batch_norm
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,8 @@ class ObjectiveSettings:
     upstream_broadcast: bool = False
     per_class_connectivity: bool = False
     # One forward over the stacked views with per-view BatchNorm statistics instead of three.
-    # NOTE: the default is the faster path on a 2-core CPU (benchmarks/step_results.md);
-    # on a GPU the stacked batch may well be faster, which was not measured.
+    # NOTE: the default is the faster path on a 2-core CPU (benchmarks/step_results.md).
+    # GPUs were not measured, and there the stacked batch may be faster.
     batched_views: bool = False
 
     def __post_init__(self) -> None:

@@ -47,7 +47,7 @@ def largest_components(masks: np.ndarray) -> np.ndarray:
     sizes = np.bincount(flat, minlength=count + 1)
     # Each label lies in exactly one slice; scipy numbers labels in raster order of the stack.
     slice_of_label = np.empty(count + 1, dtype=np.int64)
-    slice_of_label[flat] = np.repeat(np.arange(masks.shape[0]), masks[0].size)
+    slice_of_label[flat] = np.repeat(np.arange(masks.shape[0]), masks.shape[1] * masks.shape[2])
     candidates = np.arange(1, count + 1)
     # Sort by slice, then size descending, then label ascending; the first of each slice wins.
     order = np.lexsort((candidates, -sizes[candidates], slice_of_label[candidates]))

@@ -91,10 +91,10 @@ def read_acdc(sources: dict[str, Path], options: dict, classes: list[str]) -> Re
 
 def find_patient_dirs(root: Path) -> dict[str, Path]:
     """Find every ``patientXXX`` directory that holds an ``Info.cfg`` under ``root`` (``root`` included)."""
-    candidates = [root, *sorted(p for p in root.rglob("patient*") if p.is_dir())]
+    candidates = [root, *sorted(p for p in root.rglob("patient*") if p.is_dir() and not is_hidden(p.relative_to(root)))]
     patients: dict[str, Path] = {}
     for folder in candidates:
-        if not PATIENT_DIR.fullmatch(folder.name) or is_hidden(folder) or not (folder / "Info.cfg").is_file():
+        if not PATIENT_DIR.fullmatch(folder.name) or not (folder / "Info.cfg").is_file():
             continue
         if folder.name in patients:
             raise ValueError(f"patient {folder.name} found twice: {patients[folder.name]} and {folder}; keep one copy")

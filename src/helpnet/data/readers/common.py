@@ -319,7 +319,7 @@ def remap_values(array: np.ndarray, mapping: Mapping[int, int], file: Path | str
     if invalid:
         raise ValueError(
             f"{file}: {role} contains value {invalid[0]} outside the declared set {sorted(mapping)} "
-            f"(all invalid values: {invalid[:10]}); fix the file or the {role} mapping option"
+            f"(all invalid values: {invalid[:10]}); fix the file or declare the {role} encoding it uses"
         )
     lookup_offset = int(present.min()) if present.size else 0
     lookup = np.zeros(int(present.max()) - lookup_offset + 1 if present.size else 1, dtype=np.uint8)
