@@ -8,7 +8,7 @@ forward pass. Results go to stdout as a Markdown table and, with ``--json``, to 
 
 Example (the run recorded in benchmarks/step_results.md):
 
-    python benchmarks/bench_step.py --warmup 1 --repeats 3 --json /tmp/step_results.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_step.py --threads 1 --warmup 1 --repeats 3 --json /tmp/step_results.json
 """
 
 from __future__ import annotations

@@ -294,6 +294,7 @@ def test_cli_pidinet_end_to_end(case_dirs, cli_main, tiny_checkpoint, tiny_vecto
             "--no-converted",
             "--device", "cpu",
             "--batch-size", "2",
+            "--threads", "2",
         ]
     )  # fmt: skip
     assert rc == 0

@@ -459,21 +459,38 @@ def test_each_env_provides_rule_imports(workflow_rules: list[dict]) -> None:
 # ---------------------------------------------------------------- container
 
 
+def definition_section(text: str, name: str) -> str:
+    """Return the body of one %section of an Apptainer definition file."""
+    match = re.search(rf"^%{name}[ \t]*\n(.*?)(?=^%\w|\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"{CONTAINER_DEF} has no %{name} section"
+    return match.group(1)
+
+
 def test_container_definition() -> None:
     text = CONTAINER_DEF.read_text()
-    header = dict(
-        line.split(":", 1) for line in text.split("%", 1)[0].splitlines() if ":" in line and not line.startswith("#")
-    )
-    header = {key.strip(): value.strip() for key, value in header.items()}
+    header: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("%"):
+            break
+        if ":" in line and not line.startswith("#"):
+            key, value = line.split(":", 1)
+            header[key.strip()] = value.strip()
     assert header["Bootstrap"] == "docker"
     # A CUDA runtime image from NVIDIA, with cuDNN, pinned to a release.
     assert re.fullmatch(r"nvidia/cuda:\d+\.\d+(\.\d+)?-cudnn\d*-runtime-ubuntu\d+\.\d+", header["From"]), header["From"]
     sections = set(re.findall(r"^%(\w+)", text, flags=re.MULTILINE))
     assert {"files", "post", "environment", "runscript", "test", "labels"} <= sections
-    post = text.split("%post", 1)[1].split("\n%", 1)[0]
-    # The package itself is installed, from the copied source tree, with a CUDA build of torch.
-    assert re.search(r"pip install[^\n]*--no-deps[^\n]* /opt/helpnet", post) or re.search(
-        r"pip install[^\n]* /opt/helpnet", post
-    ), post
-    assert re.search(r"torch==\d+\.\d+\.\d+", post)
-    assert "download.pytorch.org/whl/cu" in post
+    post = definition_section(text, "post")
+    # A pinned torch (the CUDA build from PyPI) first, then the package from the copied sources.
+    assert re.search(r"pip install [^\n]*torch==\d+\.\d+\.\d+", post), post
+    assert re.search(r"pip install [^\n]*/opt/helpnet\s*$", post, flags=re.MULTILINE), post
+    assert post.index("torch==") < post.index("/opt/helpnet\n")
+    files = definition_section(text, "files")
+    assert "src /opt/helpnet/src" in files
+    assert "pyproject.toml /opt/helpnet/pyproject.toml" in files
+
+
+def test_container_torch_matches_tested_version() -> None:
+    pinned = re.search(r"torch==(\d+\.\d+\.\d+)", CONTAINER_DEF.read_text()).group(1)
+    installed = importlib.metadata.version("torch").split("+")[0]
+    assert pinned == installed

@@ -93,7 +93,7 @@ def test_pce_baseline_uses_unperturbed_image_once():
 
 def test_hpc_views_follow_generator():
     network = Recorder(PixelwiseNet())
-    settings = ObjectiveSettings(noise_probability=0.0)
+    settings = ObjectiveSettings(noise_probability=0.0, batched_views=False)
     image, scribble, edge = make_batch()
     HelpnetObjective(settings, 4)(network, image, scribble, edge, torch.Generator().manual_seed(3))
     perms = draw_hpc_permutations(torch.Generator().manual_seed(3))
@@ -139,7 +139,7 @@ SPR_ONLY_WEIGHTS = {
 def test_gradients_reach_all_views_through_ensemble(term):
     weights = {**SPR_ONLY_WEIGHTS, "w_connectivity": float(term == "connectivity"), "w_edge": float(term == "edge")}
     network = Recorder(UNetLight())
-    total, _ = run(ObjectiveSettings(**weights, edge_threshold=0.0), network)
+    total, _ = run(ObjectiveSettings(**weights, edge_threshold=0.0, batched_views=False), network)
     total.backward()
     assert len(network.outputs) == 3
     for output in network.outputs:
@@ -153,6 +153,15 @@ def test_gradients_reach_all_views_batched():
     assert len(network.outputs) == 1
     for chunk in network.outputs[0].grad.chunk(3):
         assert chunk.abs().sum() > 0
+
+
+def test_batched_views_default_and_plain_batch_norm_rejected():
+    assert ObjectiveSettings().batched_views
+    network = nn.Sequential(nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4), nn.Softmax(dim=1))
+    with pytest.raises(ValueError, match="batched_views=False"):
+        run(ObjectiveSettings(), network)
+    total, _ = run(ObjectiveSettings(batched_views=False), network)
+    assert torch.isfinite(total)
 
 
 def test_batched_views_equal_separate():

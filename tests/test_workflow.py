@@ -111,8 +111,8 @@ def demo_run(tmp_path_factory) -> Path:
         "results_dir": str(work / "results"),
         "resources_dir": str(work / "resources"),
         "datasets": {"demo": {"sources": {"demo": {"demo": {"subjects": 4, "seed": 0}}},
-                              "split": {"scheme": "kfold", "folds": 2, "seed": 42, "validation_subjects": 0}}},
-        "training": TINY_TRAINING,
+                              "split": {"scheme": "kfold", "folds": 2, "seed": 42, "validation_subjects": 0},
+                              "training": TINY_TRAINING}},
     })
     result = snakemake("--cores", "2", "--configfile", str(overlay))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -145,7 +145,7 @@ def test_demo_run_writes_results_layout(demo_run: Path):
 @pytest.mark.slow
 def test_changed_training_parameter_reruns_only_downstream(demo_run: Path):
     overlay = yaml.safe_load((demo_run / "tiny.yaml").read_text())
-    overlay["training"] = dict(overlay["training"], lr=0.0005)
+    overlay["datasets"]["demo"]["training"] = dict(overlay["datasets"]["demo"]["training"], lr=0.0005)
     changed = write_overlay(demo_run / "changed.yaml", overlay)
     result = snakemake("-n", "--cores", "1", "--configfile", str(changed))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -44,6 +44,35 @@ def experiment_config(experiment):
         )
 
 
+def check_dataset_training(dataset):
+    """Validate a dataset's `training` overrides, merged with the top-level block, before any job."""
+    import jsonschema
+    import yaml
+
+    schema_path = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())["properties"]["training"]
+    merged = training_settings_of(dataset)
+    try:
+        jsonschema.validate(merged, schema)
+    except jsonschema.ValidationError as error:
+        location = ".".join(str(p) for p in error.absolute_path)
+        raise WorkflowError(
+            f"datasets.{dataset}.training: {error.message} (at training.{location}); "
+            "see workflow/schemas/config.schema.yaml for the valid keys"
+        )
+
+
+def training_settings_of(dataset):
+    """The effective training settings: config `training`, then the dataset's `training` overrides."""
+    settings = dict(config["training"])
+    for key, value in dataset_config(dataset).get("training", {}).items():
+        if key == "loss":
+            settings["loss"] = {**settings.get("loss", {}), **value}
+        else:
+            settings[key] = value
+    return settings
+
+
 def res(family, key):
     """Return one resource value of a family of rules from config['resources']."""
     return config["resources"][family][key]
@@ -222,15 +251,7 @@ def train_preprocessed(wildcards):
 
 
 def training_settings(wildcards):
-    """The effective training settings: config `training`, then the dataset's `training` overrides."""
-    settings = dict(config["training"])
-    overrides = dataset_config(wildcards.dataset).get("training", {})
-    for key, value in overrides.items():
-        if key == "loss":
-            settings["loss"] = {**settings.get("loss", {}), **value}
-        else:
-            settings[key] = value
-    return settings
+    return training_settings_of(wildcards.dataset)
 
 
 def test_cases(wildcards):
@@ -259,7 +280,7 @@ def all_targets(wildcards):
     """Targets of the default target: the summaries and report items, or one fold's metrics when `folds` is set."""
     targets = []
     for dataset in config["run_datasets"]:
-        dataset_config(dataset)
+        check_dataset_training(dataset)
         if edges_needed(dataset):
             targets.append(f"{RESULTS}/{dataset}/edges_qc.png")
         for experiment in config["run_experiments"]:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from helpnet.edges.classical import SOBEL_CLIP_PERCENTILE, SOBEL_SIGMA, sobel_edges
 from helpnet.edges.extract import default_converted, extract_edges, validate_edges, write_edges
@@ -59,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     edges.add_argument("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1 ...")
     edges.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
+    edges.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads; set it to the CPUs reserved for the job (default: torch's own choice)",
+    )
     edges.add_argument("--sobel-sigma", type=float, default=SOBEL_SIGMA, help="Gaussian sigma in pixels for --method sobel")
     edges.set_defaults(func=run_edges)
 
@@ -88,6 +94,11 @@ def run_edges(args: argparse.Namespace) -> int:
     """Compute, check and write the edge map of one image."""
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        # More threads than free cores makes PyTorch's CPU kernels stall at their barriers.
+        torch.set_num_threads(args.threads)
     if not args.image.is_file():
         raise FileNotFoundError(f"image not found: {args.image}; run `helpnet align` for this dataset first")
     volume, header = load_nifti(args.image)

@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Default PiDiNet form per variant, from benchmarks/bench_pidinet.py (2-core AMD EPYC, torch
-# 2.13.0+cpu): converted was faster than vanilla for every variant and batch size measured there.
+# Default PiDiNet form per variant. In benchmarks/bench_pidinet.py (2-core AMD EPYC, torch
+# 2.13.0+cpu, shared machine, see benchmarks/pidinet_results.md) converted was never reliably
+# slower than vanilla, and it skips the per-call kernel assembly. Both give the same maps to ~3e-6.
 DEFAULT_CONVERTED: dict[str, bool] = {
     "pidinet": True,
     "pidinet_small": True,

@@ -91,9 +91,10 @@ class ObjectiveSettings:
     upstream_broadcast: bool = False
     per_class_connectivity: bool = False
     # One forward over the stacked views with per-view BatchNorm statistics instead of three.
-    # NOTE: the default is the faster path on a 2-core CPU (benchmarks/step_results.md).
-    # GPUs were not measured, and there the stacked batch may be faster.
-    batched_views: bool = False
+    # It needs a network whose BatchNorm layers are ViewBatchNorm2d (both helpnet UNets).
+    # NOTE: it was 2-24 % faster per step on a loaded 2-core CPU (benchmarks/step_results.md).
+    # GPUs were not measured.
+    batched_views: bool = True
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:

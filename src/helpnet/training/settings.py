@@ -75,6 +75,13 @@ class TrainingSettings:
         settings.validate()
         return settings
 
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> "TrainingSettings":
+        """Rebuild settings from :meth:`to_dict` output, as stored in every checkpoint's metadata."""
+        values = dict(values)
+        objective = ObjectiveSettings(**values.pop("objective"))
+        return cls(**values, objective=objective)
+
     def validate(self) -> None:
         if self.patch_size % 16:
             raise ValueError(f"training.patch_size={self.patch_size} is not divisible by 16; use e.g. 224 or 128")
