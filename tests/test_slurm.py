@@ -251,6 +251,54 @@ def test_failing_job_reported_as_failed(slurm_cluster: None, tmp_path: Path) -> 
     assert rows[0]["ExitCode"] != "0:0"
 
 
+def test_sigterm_checkpoint_then_resume(slurm_cluster: None, tmp_path: Path) -> None:
+    """SIGTERM to the job steps, as `--signal=TERM@<seconds>` sends it before a time limit.
+
+    The stand-in trainer checkpoints on SIGTERM and exits with 143; the rule's retry resumes
+    from the checkpoint instead of starting over.
+    """
+    command = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "60",
+        str(PROBE_TIMEOUT_S),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(PROFILE),
+        "--directory",
+        str(tmp_path),
+        "--snakefile",
+        str(WORKFLOWS / "preempt" / "Snakefile"),
+    ]
+    started_marker = tmp_path / "state" / "started"
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not started_marker.exists() or not started_marker.read_text().endswith("\n"):
+            assert process.poll() is None, f"snakemake exited early:\n{process.stdout.read()[-4000:]}"
+            assert time.monotonic() < deadline, "the job did not start within 90 s"
+            time.sleep(0.5)
+        job_id = started_marker.read_text().split()[1]
+        # Without --full, scancel signals the job steps but not the batch shell, as --signal does
+        # without the B: prefix.
+        _slurm_command("scancel", "--signal=TERM", job_id)
+        output, _ = process.communicate(timeout=PROBE_TIMEOUT_S + 70)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (tmp_path / "snakemake_output_0.txt").write_text(output)
+
+    assert process.returncode == 0, output[-4000:]
+    assert (tmp_path / "state" / "checkpoint").read_text() == f"job {job_id}\n"
+    assert (tmp_path / "resumed.txt").read_text().startswith(f"resumed from job {job_id} in job ")
+
+
 @pytest.fixture(scope="module")
 def demo_run(slurm_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """Run the whole demo DAG on the cluster once; return the work directory and Snakemake's output."""

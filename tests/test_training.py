@@ -194,3 +194,16 @@ def test_predict_writes_original_geometry(fold_dir: Path):
     assert np.allclose(prediction.affine, image.affine)
     assert prediction.header.get_zooms() == image.header.get_zooms()
     assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1}
+
+
+def test_batched_inference_equals_slice_by_slice(fold_dir: Path):
+    from helpnet.training.checkpoint import load_model_for_inference
+    from helpnet.training.inference import predict_probabilities, prepare_volume
+
+    run_fold(fold_dir, "run", tiny_settings(epochs=1))
+    model, meta = load_model_for_inference(fold_dir / "run" / "checkpoint_final.pt", torch.device("cpu"))
+    image = nib.load(str(fold_dir / "cases" / "case1" / "image.nii.gz"))
+    windows, _ = prepare_volume(np.asarray(image.dataobj, dtype=np.float32), SPACING, 1.5, meta["patch_size"])
+    one_by_one = predict_probabilities([model], windows, torch.device("cpu"), "fp32", batch_size=1)
+    batched = predict_probabilities([model], windows, torch.device("cpu"), "fp32", batch_size=32)
+    assert np.allclose(one_by_one, batched, atol=1e-5)

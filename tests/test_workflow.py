@@ -34,6 +34,7 @@ def job_counts(output: str) -> dict[str, int]:
                     break
                 counts[parts[0]] = int(parts[1])
             break
+    counts.pop("total", None)
     return counts
 
 

@@ -26,8 +26,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# invoke-rc.d consults policy-rc.d; exit code 101 means "do not start". Without it the
-# mariadb-server postinst would start a server whose PID nobody records.
+# invoke-rc.d reads policy-rc.d, and its exit code 101 means "do not start". Without it the
+# mariadb-server postinst would start a server whose PID start.sh does not record.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then

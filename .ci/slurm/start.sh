@@ -24,7 +24,7 @@ CTLD_PORT="${HELPNET_SLURM_CTLD_PORT:-6817}"
 SLURMD_PORT="${HELPNET_SLURM_SLURMD_PORT:-6818}"
 DBD_PORT="${HELPNET_SLURM_DBD_PORT:-6819}"
 MYSQL_PORT="${HELPNET_SLURM_MYSQL_PORT:-33061}"
-# Only ever reachable on 127.0.0.1; the password keeps slurmdbd on the normal login path.
+# MariaDB listens on 127.0.0.1 only. slurmdbd logs in with a password, as on a real cluster.
 DB_PASSWORD=helpnet-local
 GPU_COUNT=2
 
@@ -54,7 +54,8 @@ wait_for() {
 
 # Start "$@" as a background job with stdin/stdout/stderr detached and record its PID.
 # setsid keeps the daemon out of the caller's process group, so a Ctrl-C in the shell that ran
-# start.sh does not reach it; setsid execs (no fork) because a background job is no group leader.
+# start.sh does not reach it. setsid execs without forking because a background job is no
+# process group leader, so $! is the daemon's own PID.
 start_daemon() {
     local name=$1
     shift
@@ -125,7 +126,7 @@ CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
 SQL
 
-# Fake GPUs: gres/gpu needs a character device per GPU; copies of /dev/null serve.
+# Fake GPUs: gres/gpu needs one character device per GPU, and copies of /dev/null serve.
 gpu_files=()
 for ((i = 0; i < GPU_COUNT; i++)); do
     mknod -m 666 "$STATE/dev/fakegpu$i" c 1 3
@@ -171,8 +172,9 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
-# Short timers: test jobs last seconds, and a cancelled job should be gone quickly.
+# Test jobs last seconds, so a cancelled job gets 5 s between SIGTERM and SIGKILL.
 KillWait=5
+# Finished jobs stay visible to squeue for 300 s (SLURM's default); sacct keeps them for good.
 MinJobAge=300
 InactiveLimit=0
 SlurmctldTimeout=30
@@ -202,7 +204,7 @@ StorageUser=slurm
 StoragePass=$DB_PASSWORD
 StorageLoc=slurm_acct_db
 CONF
-# slurmdbd refuses a configuration file that others can read (it holds the password).
+# The file contains the database password, so only root may read it.
 chmod 600 "$STATE/etc/slurmdbd.conf"
 
 # Daemons read the state directory's files (slurmd finds gres.conf and slurmdbd finds

@@ -23,7 +23,7 @@ rule edges:
         gpu=res("edges", "gpu"),
         slurm_partition=partition("edges"),
     shell:
-        "OMP_NUM_THREADS={threads} python -m helpnet.cli edges --image {input.image} --output {output} "
+        "python -m helpnet.cli edges --image {input.image} --output {output} --threads {threads} "
         "{params.method} {params.checkpoint} --device {params.device} > {log} 2>&1"
 
 

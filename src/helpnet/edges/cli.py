@@ -55,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--converted",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="fold the pixel-difference kernels into plain convolutions; same output "
-        "(default: the faster form of the variant)",
+        help="fold the pixel-difference kernels into plain convolutions, with the same output "
+        "(default: helpnet.edges.extract.DEFAULT_CONVERTED, converted for every variant)",
     )
     edges.add_argument("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1 ...")
     edges.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")

@@ -1,0 +1,57 @@
+"""Time `predict_cases` on one real ACDC volume: batched over slices against one slice at a time.
+
+Usage: python benchmarks/bench_predict.py --shared ../shared [--network unet_upstream] [--threads 2]
+Trains nothing: the network has random weights, which costs the same as trained ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from helpnet.data.cases import CanonicalCase, write_case
+from helpnet.io import load_nifti
+from helpnet.model import build_network
+from helpnet.training.checkpoint import save_checkpoint
+from helpnet.training.inference import predict_cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=Path("../shared"))
+    parser.add_argument("--network", default="unet_upstream")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    image_path = args.shared / "data/acdc/training/patient005/patient005_frame01.nii.gz"
+    image, header = load_nifti(image_path)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        write_case(CanonicalCase("patient005_frame01", "patient005", "ED", image, header), work / "cases" / "patient005_frame01")
+        print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+              f"{args.network}, volume {image.shape}")
+        for precision in ("fp32", "bf16"):
+            model = build_network(args.network, num_classes=4)
+            meta = {"network": args.network, "num_classes": 4, "patch_size": 224, "target_spacing": 1.36719,
+                    "precision": precision, "channels_last": True}
+            save_checkpoint(work / f"{precision}.pt", {"model": model.state_dict(), "meta": meta})
+            for batch_size in (1, 32):
+                times = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    predict_cases([work / f"{precision}.pt"], work / "cases", ["patient005_frame01"], work / "out", "cpu", batch_size)
+                    times.append(time.perf_counter() - start)
+                print(f"{precision} batch {batch_size:>2}: best {min(times):.2f} s, median {float(np.median(times)):.2f} s "
+                      f"for {image.shape[2]} slices")
+
+
+if __name__ == "__main__":
+    main()
