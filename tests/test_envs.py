@@ -75,7 +75,8 @@ CONDA_PACKAGE_OF_IMPORT = {
     "tensorboard": "tensorboard",
 }
 
-# Dotted imports that need one more package than their top-level name says.
+# Dotted imports that need one more package than their top-level name: torch.utils.tensorboard
+# imports the tensorboard package.
 EXTRA_PACKAGES_OF_IMPORT = {
     "torch.utils.tensorboard": "tensorboard",
 }
@@ -143,7 +144,8 @@ def workflow_rules() -> list[dict]:
         check=False,
     )
     marker = [line for line in result.stdout.splitlines() if line.startswith("RULES-JSON:")]
-    assert result.returncode == 0 and marker, f"loading the workflow failed:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"loading the workflow failed:\n{result.stderr[-4000:]}"
+    assert marker, f"the rule listing printed no RULES-JSON line:\n{result.stdout[-4000:]}"
     return json.loads(marker[0].removeprefix("RULES-JSON:"))
 
 

@@ -43,7 +43,7 @@ pytestmark = [
 ]
 
 # Seconds one probe workflow may take: two jobs of a few seconds plus the plugin's status
-# polling, which waits 2 s, then 12 s, 22 s, ... while no job finishes.
+# polling, which waits 10 s longer after each round in which no job finished (2 s, 12 s, 22 s, ...).
 PROBE_TIMEOUT_S = 150
 # The demo DAG below is 19 jobs on a critical path of 9.
 DEMO_TIMEOUT_S = 420
@@ -173,7 +173,7 @@ def accounting(run: str) -> list[dict[str, str]]:
     """Return sacct's rows (one per job, no steps) of the jobs that one Snakemake run submitted.
 
     The plugin names every job of a run after the run's id and puts the rule and wildcards in
-    the job comment. sacct sees a finished job a moment after squeue stops showing it, so the
+    the job comment. A finished job reaches sacct a moment after squeue stops showing it, so the
     query is repeated for up to 20 s until every row has an end state.
     """
     fields = ["JobIDRaw", "JobName", "Partition", "State", "ExitCode", "AllocTRES", "NodeList", "Comment"]
@@ -247,7 +247,7 @@ def test_failing_job_reported_as_failed(slurm_cluster: None, tmp_path: Path) -> 
     assert len(rows) == 1
     assert rows[0]["JobIDRaw"] in jobs
     assert rows[0]["State"] == "FAILED"
-    # The job step runs the rule through srun; the batch job fails with the step's exit status 1.
+    # The exact code is the job step's (srun runs the rule), so only its being non-zero is checked.
     assert rows[0]["ExitCode"] != "0:0"
 
 

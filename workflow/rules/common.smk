@@ -78,9 +78,13 @@ def res(family, key):
     return config["resources"][family][key]
 
 
-def partition(family):
-    """Return the SLURM partition of a family of rules, or None to use the profile's default."""
-    return config["resources"][family].get("slurm_partition") or None
+def partition_kw(family):
+    """Return {slurm_partition: ...} for a family with a configured partition, else {}.
+
+    An explicit None would override the profile's default-resources, so nothing is returned then.
+    """
+    value = config["resources"][family].get("slurm_partition")
+    return {"slurm_partition": value} if value else {}
 
 
 def json_arg(value):

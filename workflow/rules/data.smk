@@ -14,7 +14,7 @@ rule make_demo:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli demo --output-dir {output} --subjects {params.spec[subjects]} "
         "--seed {params.spec[seed]} > {log} 2>&1"
@@ -35,7 +35,7 @@ rule fetch_source:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli fetch --spec {params.spec} --output {params.target} > {log} 2>&1"
 
@@ -54,7 +54,7 @@ rule fetch_weights:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli fetch --spec {params.spec} --output {output} > {log} 2>&1"
 
@@ -80,7 +80,7 @@ checkpoint align:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli align --reader {params.reader} {params.sources} --classes {params.classes} "
         "--options {params.options} --output-dir {params.output_dir} > {log} 2>&1"
@@ -101,6 +101,6 @@ checkpoint split:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli split --manifest {input.manifest} --output {output.splits} {params.args} > {log} 2>&1"

@@ -21,7 +21,7 @@ rule edges:
         mem_mb=res("edges", "mem_mb"),
         runtime=res("edges", "runtime"),
         gpu=res("edges", "gpu"),
-        slurm_partition=partition("edges"),
+        **partition_kw("edges"),
     shell:
         "python -m helpnet.cli edges --image {input.image} --output {output} --threads {threads} "
         "{params.method} {params.checkpoint} --device {params.device} > {log} 2>&1"
@@ -47,7 +47,7 @@ rule edges_qc:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli edges-qc --cases-dir {params.cases_dir} --edges-dir {params.edges_dir} "
         "--output {output} > {log} 2>&1"

@@ -21,7 +21,7 @@ rule evaluate:
     resources:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli evaluate --predictions-dir {input.predictions} --cases-dir {params.cases_dir} "
         "--cases {params.cases} --dataset-info {input.info} --fold {wildcards.fold} "
@@ -56,7 +56,7 @@ rule summarize:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli summarize --metrics {input.metrics} --dataset-info {input.info} "
         "--experiment {wildcards.experiment} --settings-json {params.settings} "
@@ -82,6 +82,6 @@ rule compare:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli compare --summaries {input.summaries} --output {output} > {log} 2>&1"

@@ -27,7 +27,7 @@ rule plot_boxplots:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli plot boxplots --metrics {input.metrics} --output-dice {output.dice} "
         "--output-hd95 {output.hd95} > {log} 2>&1"
@@ -54,7 +54,7 @@ rule plot_curves:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli plot curves --logs {input.logs} --output {output} > {log} 2>&1"
 
@@ -81,7 +81,7 @@ rule plot_overlays:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli plot overlays --metrics {input.metrics} --predictions-dir {input.predictions} "
         "--cases-dir {params.cases_dir} --output {output} > {log} 2>&1"

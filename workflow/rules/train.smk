@@ -18,7 +18,7 @@ rule preprocess:
     resources:
         mem_mb=res("light", "mem_mb"),
         runtime=res("light", "runtime"),
-        slurm_partition=partition("light"),
+        **partition_kw("light"),
     shell:
         "python -m helpnet.cli preprocess --case-dir {params.case_dir} {params.edge} "
         "--target-spacing {params.target_spacing} --output {output} > {log} 2>&1"
@@ -50,7 +50,7 @@ rule train:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
-        slurm_partition=partition("train"),
+        **partition_kw("train"),
     shell:
         "OMP_NUM_THREADS={threads} python -m helpnet.cli train --preprocessed-dir {params.preprocessed_dir} "
         "--splits {input.splits} --fold {wildcards.fold} --dataset-info {input.info} "
@@ -79,7 +79,7 @@ rule predict:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
         gpu=res("evaluate", "gpu"),
-        slurm_partition=partition("evaluate"),
+        **partition_kw("evaluate"),
     shell:
         "OMP_NUM_THREADS={threads} python -m helpnet.cli predict --checkpoint {input.checkpoint} "
         "--cases-dir {params.cases_dir} --cases {params.cases} --output-dir {output} "
