@@ -63,17 +63,18 @@ DEMO_CONFIG = {
         "demo": {
             "sources": {"demo": {"demo": {"subjects": 2, "seed": 0}}},
             "split": {"scheme": "kfold", "folds": 2, "seed": 42, "validation_subjects": 0},
+            # The demo's own budget lives under the dataset, so the override goes there too.
+            "training": {
+                "network": "unet_light",
+                "patch_size": 32,
+                "batch_size": 2,
+                "epochs": 1,
+                "max_steps": 2,
+                "checkpoint_every": 1,
+                "log_every": 1,
+                "device": "cpu",
+            },
         }
-    },
-    "training": {
-        "network": "unet_light",
-        "patch_size": 32,
-        "batch_size": 2,
-        "epochs": 1,
-        "max_steps": 2,
-        "checkpoint_every": 1,
-        "log_every": 1,
-        "device": "cpu",
     },
     "evaluation": {"device": "cpu"},
     "resources": {

@@ -117,7 +117,8 @@ def test_training_writes_outputs_and_log(fold_dir: Path):
     assert not (out / "resume" / "checkpoint_latest.pt").exists()
     header = (out / "training_log.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["step", "epoch", "lr", "loss"]
-    assert "edge" in header and "val_dice" in header
+    assert "edge" in header
+    assert "val_dice" in header
     # 4 cases x 3 slices = 12 slices, batch 2 -> 6 steps per epoch, 2 epochs.
     assert summary["total_steps"] == 12
     assert summary["lr_step_steps"] == 6

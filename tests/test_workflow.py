@@ -137,7 +137,8 @@ def test_demo_run_writes_results_layout(demo_run: Path):
         summary = json.loads((results / experiment / "summary.json").read_text())
         assert summary["experiment"] == experiment
     comparison = (results / "comparison.md").read_text()
-    assert "| pce |" in comparison and "| helpnet |" in comparison
+    assert "| pce |" in comparison
+    assert "| helpnet |" in comparison
     for name in ("dice_boxplot.png", "hd95_boxplot.png", "helpnet_curves.png", "pce_fold0_overlays.png"):
         assert (results / "plots" / name).stat().st_size > 10_000, name
     assert (results / "edges_qc.png").exists()

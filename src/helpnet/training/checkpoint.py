@@ -52,7 +52,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
 def load_model_for_inference(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the network recorded in a checkpoint, load its weights, and return it in eval mode.
 
-    The returned metadata holds ``network``, ``num_classes``, ``patch_size``, ``target_spacing``,
+    The returned metadata contains ``network``, ``num_classes``, ``patch_size``, ``target_spacing``,
     ``precision`` and ``channels_last``.
     """
     state = load_checkpoint(path, device)

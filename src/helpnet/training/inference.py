@@ -1,10 +1,10 @@
 """Prediction of whole volumes with the upstream test protocol, batched over slices.
 
 Per volume: z-score the volume, rescale each slice to the target spacing (bilinear with
-anti-aliasing), centre crop/pad to the patch, z-score the crop, run the network, paste the class
-probabilities into a zero canvas of the rescaled slice size (so argmax is background outside
-the window), resize the probabilities back to the original slice size, average over the models
-of an ensemble, and take the argmax. The prediction is saved with the image's header.
+anti-aliasing), centre crop/pad to the patch, z-score the crop, and run the network. The class
+probabilities go into a zero canvas of the rescaled slice size, so argmax is background outside
+the window. They are resized back to the original slice size and averaged over the models of an
+ensemble before the argmax. The prediction is saved with the image's header.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Resample every slice of a case to the target in-plane spacing once, before training.
 
-The output ``{case}.npz`` holds per-slice arrays so the data loader never resamples:
+The output ``{case}.npz`` contains per-slice arrays so the data loader never resamples:
 
 - ``image``: float32, z-scored over the whole 3D volume, then resampled (bilinear);
 - ``scribble``, ``edge``, ``label``: uint8, resampled with nearest neighbour (``edge`` and

@@ -42,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class FoldPlan:
-    """What one fold trains on and for how long."""
+    """Cases, class count, spacing and step budget of one fold."""
 
     train_cases: list[str]
     val_cases: list[str]
@@ -236,7 +236,9 @@ def train_fold(preprocessed_dir: str | Path, splits_path: str | Path, fold: int,
     log = LogWriter(output_dir / "training_log.csv", term_names, log_rows, output_dir / "tensorboard")
     dataset = StepBatches(store, settings.batch_size, settings.seed, start_step, plan.total_steps, settings.patch_size,
                           label_fill_value(settings.label_fill), settings.augment_flip_rot90, settings.augment_rotate)
-    workers = settings.num_workers if settings.num_workers != "auto" else (4 if device.type == "cuda" else 0)
+    workers = settings.num_workers
+    if workers == "auto":
+        workers = 4 if device.type == "cuda" else 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=int(workers),
                                          pin_memory=device.type == "cuda", persistent_workers=False)
 
