@@ -145,3 +145,18 @@ def test_view_batch_norm_rejects_uneven_batch():
     layer.num_views = 3
     with pytest.raises(ValueError, match="4 samples"):
         layer(torch.zeros(4, 2, 2, 2))
+
+
+def test_light_unet_normalises_logits_like_upstream():
+    from helpnet.model import UNetLight
+
+    light = build_network("unet_light", num_classes=4)
+    plain = build_network("unet_light_wsl4mis", num_classes=4)
+    assert isinstance(light, UNetLight)
+    assert light.logit_norm is not None
+    assert light.logit_norm.eps == 1e-3
+    assert light.logit_norm.momentum == 0.01
+    assert plain.logit_norm is None
+    # The logit BatchNorm adds one weight and one bias per class.
+    extra = sum(p.numel() for p in light.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 8

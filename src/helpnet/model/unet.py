@@ -168,7 +168,9 @@ class UNetLight(nn.Module):
     - decoder, four levels: 1×1 conv of the deeper map to the skip width, bilinear ×2
       upsampling (align_corners=True), concatenation ``[skip, upsampled]`` and a conv block
       without dropout back to the skip width;
-    - head: conv 3×3 from 16 channels to ``num_classes``, then softmax.
+    - head: conv 3×3 from 16 channels to ``num_classes``, then softmax. With ``logit_norm``
+      a BatchNorm on the logits (eps 1e-3, momentum 0.01) comes before the softmax, as in
+      ``UNetUpstream``.
 
     ``dropout`` gives the rate of each encoder level. The default is no dropout, like
     HELPNet's network. ``WSL4MIS_DROPOUT`` gives the WSL4MIS rates. With 4 classes and one
@@ -181,6 +183,7 @@ class UNetLight(nn.Module):
         num_classes: int = 4,
         widths: Sequence[int] = (16, 32, 64, 128, 256),
         dropout: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0),
+        logit_norm: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -201,6 +204,7 @@ class UNetLight(nn.Module):
             LightUpBlock(widths[level + 1], widths[level]) for level in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=3, padding=1)
+        self.logit_norm = ViewBatchNorm2d(num_classes, **SLOW_BN) if logit_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_shape(x, self.in_channels)
@@ -213,4 +217,7 @@ class UNetLight(nn.Module):
         x = skips.pop()
         for decoder in self.decoders:
             x = decoder(x, skips.pop())
-        return _probabilities(self.head(x))
+        logits = self.head(x)
+        if self.logit_norm is not None:
+            logits = self.logit_norm(logits)
+        return _probabilities(logits)
