@@ -6,7 +6,7 @@ peak resident memory (``ru_maxrss``) is not inflated by an earlier configuration
 script also times the connected-component target of the connectivity loss against one
 forward pass. Results go to stdout as a Markdown table and, with ``--json``, to a file.
 
-Example (the run recorded in benchmarks/step_results.md):
+Example (the run recorded in BENCHMARKS.md):
 
     OMP_NUM_THREADS=1 python benchmarks/bench_step.py --threads 1 --warmup 1 --repeats 3 --json /tmp/step_results.json
 """

@@ -27,7 +27,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Default PiDiNet form per variant. In benchmarks/bench_pidinet.py (2-core AMD EPYC, torch
-# 2.13.0+cpu, shared machine, see benchmarks/pidinet_results.md) converted was never reliably
+# 2.13.0+cpu, shared machine, see BENCHMARKS.md) converted was never reliably
 # slower than vanilla, and it skips the per-call kernel assembly. Both give the same maps to ~3e-6.
 DEFAULT_CONVERTED: dict[str, bool] = {
     "pidinet": True,
@@ -36,7 +36,7 @@ DEFAULT_CONVERTED: dict[str, bool] = {
 }
 
 # Sanity limits on a finished edge volume. On the PiDiNet (3 released checkpoints) and Sobel maps
-# of 20 ACDC cine and 4 MSCMRseg LGE volumes (benchmarks/pidinet_results.md), every non-constant
+# of 20 ACDC cine and 4 MSCMRseg LGE volumes (BENCHMARKS.md), every non-constant
 # slice had a maximum >= 229, at most 1.2 % of a volume's pixels were >= 250 and at most 26 % were
 # > 127. An untrained PiDiNet gives ~0.5 everywhere, so 100 % of its pixels are > 127.
 BLANK_MAX = 127

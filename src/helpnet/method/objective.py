@@ -92,7 +92,7 @@ class ObjectiveSettings:
     per_class_connectivity: bool = False
     # One forward over the stacked views with per-view BatchNorm statistics instead of three.
     # It needs a network whose BatchNorm layers are ViewBatchNorm2d (both helpnet UNets).
-    # NOTE: it was 2-24 % faster per step on a loaded 2-core CPU (benchmarks/step_results.md).
+    # NOTE: it was 2-24 % faster per step on a loaded 2-core CPU (BENCHMARKS.md).
     # GPUs were not measured.
     batched_views: bool = True
 
