@@ -2,7 +2,7 @@
 # Stages live in workflow/rules/*.smk; the targets of `rule all` come from all_targets() in
 # workflow/rules/common.smk. Site settings (cluster, partitions, account) belong in profiles/.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -10,7 +10,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# common.smk validates the config against workflow/schemas/config.schema.yaml first, so the
+# rest of the workflow sees a valid config with the schema's defaults filled in.
+include: "workflow/rules/common.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -37,7 +39,6 @@ wildcard_constraints:
     weights=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
-include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/edges.smk"
 include: "workflow/rules/train.smk"

@@ -20,6 +20,7 @@ from helpnet.io import load_nifti
 from helpnet.model import build_network
 from helpnet.training.checkpoint import save_checkpoint
 from helpnet.training.inference import predict_cases
+from helpnet.training.runtime import tune_host_allocator
 
 
 def main() -> None:
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    tune_host_allocator()  # as `helpnet predict` does
     torch.set_num_threads(args.threads)
 
     image_path = args.shared / "data/acdc/training/patient005/patient005_frame01.nii.gz"

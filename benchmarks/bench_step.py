@@ -30,13 +30,14 @@ import torch
 from helpnet.method import HelpnetObjective, ObjectiveSettings
 from helpnet.method.spr import connectivity_target
 from helpnet.model import build_network
+from helpnet.training.runtime import tune_host_allocator
 
 logger = logging.getLogger(__name__)
 
 NUM_CLASSES = 4
 EXPERIMENTS = {
     "pce": {"hpc": False, "egpl": False, "spr_connectivity": False, "spr_edges": False},
-    "helpnet": {},
+    "helpnet": {"batched_views": False},
     "helpnet_batched": {"batched_views": True},
 }
 
@@ -68,13 +69,17 @@ def make_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torc
 
 def run_single(config: dict) -> dict:
     """Run one configuration in this process and return its timings and memory."""
+    if config["malloc_tuning"]:
+        tune_host_allocator()
     torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
-    network = build_network(config["network"], NUM_CLASSES).to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if config["memory_format"] == "channels_last" else torch.contiguous_format
+    network = build_network(config["network"], NUM_CLASSES).to(memory_format=memory_format)
     network.train()
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4, weight_decay=1e-4)
     objective = HelpnetObjective(ObjectiveSettings(**EXPERIMENTS[config["experiment"]]), NUM_CLASSES)
     image, scribble, edge = make_batch(config["batch"], config["size"])
+    image = image.contiguous(memory_format=memory_format)
     use_bf16 = config["precision"] == "bf16"
     generator = torch.Generator().manual_seed(42)
     baseline_mb = current_rss_mb()
@@ -171,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads (default: all CPUs)"
     )
+    parser.add_argument(
+        "--malloc-tuning",
+        choices=["on", "off"],
+        default="on",
+        help="apply helpnet's glibc allocator settings as `helpnet train` does (default: on)",
+    )
+    parser.add_argument(
+        "--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
+        help="layout of the network and the batch (helpnet train uses channels_last)",
+    )
     parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
     parser.add_argument("--single", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -195,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                     "warmup": args.warmup,
                     "repeats": args.repeats,
                     "threads": args.threads,
+                    "malloc_tuning": args.malloc_tuning == "on",
+                    "memory_format": args.memory_format,
                 }
                 row = run_in_subprocess(config)
                 logger.info("%s %s %s: %.0f ms per step", network, precision, experiment, row["step_ms"])

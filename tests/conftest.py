@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,13 @@ def shared_dir() -> Path:
     if not (path / "data").is_dir():
         pytest.skip(f"reference data not found at {path}; set HELPNET_SHARED_DIR")
     return path
+
+
+@pytest.fixture(scope="session")
+def scribble_dir(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 200 Valvano scribbles, extracted without the macOS metadata entries."""
+    target = tmp_path_factory.mktemp("acdc_scribbles")
+    with zipfile.ZipFile(shared_dir / "data" / "acdc_scribbles.zip") as archive:
+        members = [name for name in archive.namelist() if not name.startswith("__MACOSX/")]
+        archive.extractall(target, members)
+    return target

@@ -511,13 +511,6 @@ def test_fetch_source_rejects_path_spec(tmp_path: Path) -> None:
 # helpnet fetch
 
 
-@pytest.fixture
-def fetch_only_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Register only this module's subcommands, so these tests do not depend on other stages.
-    monkeypatch.setattr("helpnet.cli.STAGE_MODULES", ("helpnet.data.download",))
-
-
-@pytest.mark.usefixtures("fetch_only_cli")
 def test_cli_fetch_extracts_archive(mirror_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "resources" / "acdc" / "scribbles"
     with LoopbackMirror(mirror_dir, fail_first={"acdc_scribbles.zip": 1}) as mirror:
@@ -529,7 +522,6 @@ def test_cli_fetch_extracts_archive(mirror_dir: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in output.parent.iterdir()) == ["scribbles"]
 
 
-@pytest.mark.usefixtures("fetch_only_cli")
 def test_cli_fetch_single_file(mirror_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "weights" / "table5_pidinet-tiny.pth"
     with LoopbackMirror(mirror_dir) as mirror:
@@ -541,7 +533,6 @@ def test_cli_fetch_single_file(mirror_dir: Path, tmp_path: Path) -> None:
     assert (output.parent / "table5_pidinet-tiny.pth.sha256").is_file()
 
 
-@pytest.mark.usefixtures("fetch_only_cli")
 def test_cli_fetch_keep_archive_without_sha256(mirror_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "acdc"
     with LoopbackMirror(mirror_dir) as mirror:
@@ -555,7 +546,6 @@ def test_cli_fetch_keep_archive_without_sha256(mirror_dir: Path, tmp_path: Path)
     assert len(list((output / "database" / "training").iterdir())) == 10
 
 
-@pytest.mark.usefixtures("fetch_only_cli")
 def test_cli_fetch_bad_checksum_fails(mirror_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "pidinet.pth"
     with LoopbackMirror(mirror_dir) as mirror:
@@ -566,7 +556,6 @@ def test_cli_fetch_bad_checksum_fails(mirror_dir: Path, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.usefixtures("fetch_only_cli")
 def test_cli_fetch_invalid_json(tmp_path: Path) -> None:
     assert main(["fetch", "--spec", "{url:", "--output", str(tmp_path / "x")]) == 1
 

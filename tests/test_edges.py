@@ -67,9 +67,7 @@ def case_dirs(tmp_path: Path, acdc_volume) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def cli_main(monkeypatch):
-    # Only this stage's subcommands, so the test does not depend on the other stage modules.
-    monkeypatch.setattr(helpnet.cli, "STAGE_MODULES", ("helpnet.edges.cli",))
+def cli_main():
     return helpnet.cli.main
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from helpnet.method.losses import check_label_range, cosine_loss, one_hot, partial_cross_entropy
+from helpnet.method.losses import class_argmax, check_label_range, cosine_loss, one_hot, partial_cross_entropy
 
 
 def two_by_two_probs() -> torch.Tensor:
@@ -79,10 +79,34 @@ def test_cosine_loss_hand_value():
     assert cosine_loss(a, b).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_cosine_loss_zero_vector_uses_norm_floor():
+    # a is the zero vector at the only pixel: a·b = 0, so the similarity is 0 and the loss 1,
+    # where a plain a·b / (|a| |b|) would be 0/0.
+    a = torch.zeros(1, 2, 1, 1)
+    b = torch.tensor([0.6, 0.8]).reshape(1, 2, 1, 1)
+    assert cosine_loss(a, b).item() == 1.0
+
+
+def test_cosine_loss_gradient_matches_hand_derivative():
+    # One pixel, a = (3, 4), b = (1, 0): cos = a1 / |a|, d cos / d a = (1/|a| - a1²/|a|³, -a1 a2/|a|³).
+    a = torch.tensor([3.0, 4.0]).reshape(1, 2, 1, 1).requires_grad_(True)
+    b = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
+    cosine_loss(a, b).backward()
+    expected = -torch.tensor([1 / 5 - 9 / 125, -12 / 125])
+    assert torch.allclose(a.grad.flatten(), expected, atol=1e-7)
+
+
+def test_class_argmax_picks_lowest_class_on_ties():
+    probs = torch.tensor([[0.4, 0.1], [0.4, 0.2], [0.2, 0.7]]).reshape(1, 3, 1, 2)
+    assert class_argmax(probs).tolist() == [[[0, 2]]]
+    assert class_argmax(probs).dtype == torch.int64
+
+
 def test_one_hot_layout():
     labels = torch.tensor([[[0, 2]]])
     expected = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.0]], [[0.0, 1.0]]]])
     assert torch.equal(one_hot(labels, 3), expected)
+    assert one_hot(labels, 3).is_contiguous()
 
 
 def test_check_label_range():

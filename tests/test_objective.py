@@ -156,10 +156,10 @@ def test_gradients_reach_all_views_batched():
 
 
 def test_batched_views_default_and_plain_batch_norm_rejected():
-    assert ObjectiveSettings().batched_views
+    assert not ObjectiveSettings().batched_views
     network = nn.Sequential(nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4), nn.Softmax(dim=1))
     with pytest.raises(ValueError, match="batched_views=False"):
-        run(ObjectiveSettings(), network)
+        run(ObjectiveSettings(batched_views=True), network)
     total, _ = run(ObjectiveSettings(batched_views=False), network)
     assert torch.isfinite(total)
 

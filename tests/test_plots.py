@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from helpnet.cli import main
-from helpnet.evaluation.plots import pick_cases
+from helpnet.evaluation.plots import group_tick_label, pick_cases
 from helpnet.io import make_header, save_nifti
 
 HEADER = "case,fold,class_index,class,dice,hd95,assd,pred_voxels,ref_voxels,empty\n"
@@ -59,6 +59,12 @@ def test_boxplots_png(tmp_path):
         pixels = read_png(path)
         assert pixels.shape[:2] == (500, 1000)
         assert_drawn(pixels)
+
+
+def test_group_tick_label_counts_nan_per_experiment():
+    assert group_tick_label("RV", {"pce": 0, "helpnet": 0}) == "RV"
+    assert group_tick_label("RV", {"pce": 1, "helpnet": 0}) == "RV\nNaN left out: pce 1"
+    assert group_tick_label("Mean", {"pce": 2, "helpnet": 3}) == "Mean\nNaN left out: pce 2, helpnet 3"
 
 
 def test_curves_png(tmp_path):

@@ -32,16 +32,6 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="session")
-def scribble_dir(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 200 Valvano scribbles, extracted without the macOS metadata entries."""
-    target = tmp_path_factory.mktemp("acdc_scribbles")
-    with zipfile.ZipFile(shared_dir / "data" / "acdc_scribbles.zip") as archive:
-        members = [name for name in archive.namelist() if not name.startswith("__MACOSX/")]
-        archive.extractall(target, members)
-    return target
-
-
-@pytest.fixture(scope="session")
 def acdc_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "acdc"
 

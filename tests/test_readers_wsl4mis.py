@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import zipfile
 from pathlib import Path
 
 import h5py
@@ -15,16 +14,6 @@ from helpnet.data.readers.acdc import read_acdc
 from helpnet.data.readers.wsl4mis import read_wsl4mis
 
 CLASSES = ["RV", "Myo", "LV"]
-
-
-@pytest.fixture(scope="session")
-def scribble_dir(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 200 Valvano scribbles, extracted without the macOS metadata entries."""
-    target = tmp_path_factory.mktemp("acdc_scribbles")
-    with zipfile.ZipFile(shared_dir / "data" / "acdc_scribbles.zip") as archive:
-        members = [name for name in archive.namelist() if not name.startswith("__MACOSX/")]
-        archive.extractall(target, members)
-    return target
 
 
 @pytest.fixture(scope="session")

@@ -195,7 +195,7 @@ def test_compare_table(results):
                  str(results / "helpnet" / "summary.json"), "--output", str(output)]) == 0
     text = output.read_text()
     assert text.startswith("# Comparison on acdc\n")
-    header = "| Experiment | RV Dice | RV HD95 | Myo Dice | Myo HD95 | LV Dice | LV HD95 | Mean Dice | Mean HD95 | Cases | Empty predictions |"
+    header = "| Experiment | RV Dice | RV HD95 | Myo Dice | Myo HD95 | LV Dice | LV HD95 | Mean Dice | Mean HD95 | Cases | Cases in mean HD95 | Empty predictions |"
     assert header in text
     lines = text.splitlines()
     pce_row = next(line for line in lines if line.startswith("| pce |"))
@@ -203,10 +203,10 @@ def test_compare_table(results):
     assert lines.index(pce_row) < lines.index(helpnet_row)
     assert pce_row == (
         "| pce | 0.600 ± 0.432 | 2.00 ± 2.00 | 0.700 ± 0.163 | 6.33 ± 2.87 | 0.500 ± 0.374 | 5.00 ± 3.00 "
-        "| 0.600 ± 0.178 | 4.00 ± 0.00 | 3 | 1 |"
+        "| 0.600 ± 0.178 | 4.00 ± 0.00 | 3 | 1 | 1 |"
     )
     assert helpnet_row.startswith("| helpnet | 0.900 ± 0.000 | 1.00 ± 0.00 |")
-    assert "| 0.883 ± 0.000 | 2.00 ± 0.00 | 1 | 0 |" in helpnet_row
+    assert "| 0.883 ± 0.000 | 2.00 ± 0.00 | 1 | 1 | 0 |" in helpnet_row
 
 
 def test_summary_markdown_reads_evaluation_settings(results):

@@ -114,7 +114,7 @@ def test_training_writes_outputs_and_log(fold_dir: Path):
     out = fold_dir / "run"
     for name in ("checkpoint_final.pt", "checkpoint_best.pt", "training_log.csv", "training_summary.json"):
         assert (out / name).exists(), name
-    assert not (out / "resume" / "checkpoint_latest.pt").exists()
+    assert not (out / "resume").exists()
     header = (out / "training_log.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["step", "epoch", "lr", "loss"]
     assert "edge" in header
@@ -208,3 +208,11 @@ def test_batched_inference_equals_slice_by_slice(fold_dir: Path):
     one_by_one = predict_probabilities([model], windows, torch.device("cpu"), "fp32", batch_size=1)
     batched = predict_probabilities([model], windows, torch.device("cpu"), "fp32", batch_size=32)
     assert np.allclose(one_by_one, batched, atol=1e-5)
+
+
+def test_slice_store_rejects_mixed_spacing(fold_dir: Path):
+    # case1 resampled again at 2.0 mm while case0 stays at 1.5 mm.
+    preprocess_case(fold_dir / "cases" / "case1", fold_dir / "pre" / "case1.npz", 2.0)
+    assert SliceStore.from_cases(fold_dir / "pre", ["case0", "case2"], need_edges=False).target_spacing == 1.5
+    with pytest.raises(ValueError, match=r"case1.npz: resampled to 2.0 mm but case0 to 1.5 mm"):
+        SliceStore.from_cases(fold_dir / "pre", ["case0", "case1"], need_edges=False)

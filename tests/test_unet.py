@@ -160,3 +160,24 @@ def test_light_unet_normalises_logits_like_upstream():
     # The logit BatchNorm adds one weight and one bias per class.
     extra = sum(p.numel() for p in light.parameters()) - sum(p.numel() for p in plain.parameters())
     assert extra == 8
+
+
+def test_view_batch_norm_gradient_layout():
+    # The gradient of a channel slice of a channels-last concatenation is not channels-last;
+    # the layer's hook converts it before the batch-norm backward runs.
+    torch.manual_seed(0)
+    layer = ViewBatchNorm2d(3)
+    x = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    seen = []
+    out = layer(x)
+    out.register_hook(lambda gradient: seen.append(gradient))
+    other = torch.zeros(2, 5, 4, 4).contiguous(memory_format=torch.channels_last)
+    joined = torch.cat([out, other], dim=1)
+    weights = torch.randn(2, 8, 4, 4)
+    (joined * weights).sum().backward()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    # The values are those of plain BatchNorm2d with the same gradient.
+    reference_x = x.detach().clone().requires_grad_(True)
+    reference = nn.BatchNorm2d(3)
+    (reference(reference_x) * weights[:, :3]).sum().backward()
+    assert torch.allclose(x.grad, reference_x.grad, atol=1e-6)

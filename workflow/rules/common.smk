@@ -5,7 +5,33 @@ import json
 import shlex
 from pathlib import Path
 
+import jsonschema
+import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def check_config(config, schema_path):
+    """Stop with one line per config error (key, problem) instead of Snakemake's schema dump."""
+    with open(schema_path, encoding="utf-8") as handle:
+        validator = jsonschema.Draft202012Validator(yaml.safe_load(handle))
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        lines = [
+            f"  {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
+            for e in errors[:10]
+        ]
+        raise WorkflowError(
+            "invalid config:\n" + "\n".join(lines) + f"\nThe allowed keys, types and defaults are in "
+            f"{schema_path}; fix the config file or the --config value."
+        )
+
+
+check_config(config, CONFIG_SCHEMA)
+# Fills in the schema's defaults.
+validate(config, str(CONFIG_SCHEMA))
 
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
@@ -105,7 +131,8 @@ def source_path(dataset, name):
     path = Path(spec["path"]).expanduser()
     if not path.exists():
         raise WorkflowError(
-            f"source {name!r} of dataset {dataset!r}: {path} does not exist. This source is read from a local "
+            f"source {name!r} of dataset {dataset!r}: {path} ({path.absolute()}) does not exist. "
+            "This source is read from a local "
             f"path ({spec.get('obtain') or 'see the dataset documentation'}). Put the data there or set "
             f"datasets.{dataset}.sources.{name}.path in your config."
         )
@@ -136,7 +163,7 @@ def weights_path(name):
     path = Path(spec["path"]).expanduser()
     if not path.exists():
         raise WorkflowError(
-            f"weights {name!r}: {path} does not exist. Download the official file "
+            f"weights {name!r}: {path} ({path.absolute()}) does not exist. Download the official file "
             f"({spec.get('obtain') or 'see README'}) and put it there, or give weights.{name} a url and sha256."
         )
     return str(path)

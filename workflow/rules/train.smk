@@ -55,7 +55,7 @@ rule train:
         "OMP_NUM_THREADS={threads} python -m helpnet.cli train --preprocessed-dir {params.preprocessed_dir} "
         "--splits {input.splits} --fold {wildcards.fold} --dataset-info {input.info} "
         "--settings {params.settings} --experiment {params.experiment} "
-        "--output-dir {params.output_dir} > {log} 2>&1"
+        "--output-dir {params.output_dir} >> {log} 2>&1"
 
 
 rule predict:

@@ -10,6 +10,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # the workflow runs headless; select the backend before pyplot loads
+import matplotlib.cm  # noqa: E402
+import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -105,7 +107,13 @@ def render_qc(panels: list[QCPanel], output: str | os.PathLike, columns: int = 3
         axis.imshow(edge_overlay(panel.edges), interpolation="nearest")
         share = float(np.mean(panel.edges > 127))
         axis.set_title(f"{panel.case_id} z={panel.slice_index}\n{panel.method}\nE>0.5: {share:.1%}", fontsize=8)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 0.93, 1))
+    # One colour scale for all panels: the edge value E in 0..1. The edge loss uses pixels with E > 0.5.
+    bar_axis = figure.add_axes((0.945, 0.15, 0.015, 0.7))
+    scale = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=EDGE_CMAP)
+    bar = figure.colorbar(scale, cax=bar_axis)
+    bar.set_label("edge value E (edge loss: E > 0.5)")
+    bar.ax.axhline(0.5, color="black", linewidth=1)
     with atomic_path(output) as tmp:
         figure.savefig(tmp, dpi=100, format="png")
     plt.close(figure)

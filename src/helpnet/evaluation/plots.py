@@ -106,11 +106,21 @@ def _boxplot_groups(metrics: pd.DataFrame, column: str) -> tuple[list[str], list
     return groups, experiments, values
 
 
+def group_tick_label(group: str, left_out: dict[str, int]) -> str:
+    """Label a box group, with the NaN values left out of each experiment's box when there are any.
+
+    >>> group_tick_label("RV", {"pce": 2, "helpnet": 0})
+    'RV\\nNaN left out: pce 2'
+    """
+    notes = [f"{experiment} {count}" for experiment, count in left_out.items() if count]
+    return group if not notes else f"{group}\nNaN left out: {', '.join(notes)}"
+
+
 def plot_metric_boxplot(metrics: pd.DataFrame, column: str, label: str, output: str | os.PathLike) -> None:
     """Draw one box per class and experiment (and per experiment for the class mean) of ``column``.
 
     NaN values (distances of a class with one empty mask) cannot be drawn; they are left out and
-    their count is given under each group.
+    their count per experiment is given under each group.
     """
     groups, experiments, values = _boxplot_groups(metrics, column)
     colours = matplotlib.colormaps["tab10"].colors
@@ -121,11 +131,11 @@ def plot_metric_boxplot(metrics: pd.DataFrame, column: str, label: str, output: 
     axis = figure.add_subplot()
     tick_labels = []
     for group_index, group in enumerate(groups):
-        left_out = 0
+        left_out = {}
         for experiment_index, experiment in enumerate(experiments):
             data = values[(group, experiment)]
             finite = data[np.isfinite(data)]
-            left_out += int(data.size - finite.size)
+            left_out[experiment] = int(data.size - finite.size)
             position = group_index - 0.4 + width * (experiment_index + 0.5)
             colour = colours[experiment_index % len(colours)]
             if finite.size:
@@ -139,7 +149,7 @@ def plot_metric_boxplot(metrics: pd.DataFrame, column: str, label: str, output: 
                         line.set(color=colour if part != "medians" else "black")
                 jitter = rng.uniform(-width * 0.25, width * 0.25, finite.size)
                 axis.scatter(position + jitter, finite, s=9, color=colour, alpha=0.8, zorder=3, linewidths=0)
-        tick_labels.append(group if not left_out else f"{group}\n({left_out} NaN left out)")
+        tick_labels.append(group_tick_label(group, left_out))
     axis.set_xticks(range(len(groups)), tick_labels)
     axis.set_xlim(-0.6, len(groups) - 0.4)
     axis.set_ylabel(label)
@@ -203,7 +213,7 @@ def plot_training_curves(log_paths: Sequence[str | os.PathLike], output: str | o
     panels = [*loss_columns, "val_dice"]
 
     rows = math.ceil(len(panels) / CURVE_COLUMNS)
-    figure = Figure(figsize=(CURVE_PANEL_SIZE_IN[0] * CURVE_COLUMNS, CURVE_PANEL_SIZE_IN[1] * rows))
+    figure = Figure(figsize=(CURVE_PANEL_SIZE_IN[0] * CURVE_COLUMNS, CURVE_PANEL_SIZE_IN[1] * rows), layout="constrained")
     axes = figure.subplots(rows, CURVE_COLUMNS, squeeze=False).ravel()
     colours = matplotlib.colormaps["tab10"].colors
     for axis, column in zip(axes, panels):
@@ -220,7 +230,6 @@ def plot_training_curves(log_paths: Sequence[str | os.PathLike], output: str | o
         axis.axis("off")
     axes[0].legend(title="Fold", fontsize="small")
     figure.suptitle(f"Training curves: {', '.join(experiments)}")
-    figure.tight_layout()
     _save(figure, output)
 
 

@@ -379,7 +379,7 @@ def format_comparison_markdown(summaries: Sequence[dict], dataset: str) -> str:
     header = ["Experiment"]
     for name in [*classes, "Mean"]:
         header += [f"{name} Dice", f"{name} HD95"]
-    header += ["Cases", "Empty predictions"]
+    header += ["Cases", "Cases in mean HD95", "Empty predictions"]
     lines = [
         f"# Comparison on {dataset}",
         "",
@@ -394,11 +394,12 @@ def format_comparison_markdown(summaries: Sequence[dict], dataset: str) -> str:
         for values in [*(summary["per_class"][name] for name in classes), summary["mean"]]:
             cells += [format_value(values["dice_mean"], values["dice_std"], 3), format_value(values["hd95_mean"], values["hd95_std"], 2)]
         empty_pred = sum(summary["per_class"][name]["n_empty_pred"] for name in classes)
-        cells += [str(summary["mean"]["n_cases"]), str(empty_pred)]
+        cells += [str(summary["mean"]["n_cases"]), str(summary["mean"]["hd95_n"]), str(empty_pred)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Empty predictions counts the (case, class) pairs whose prediction is empty while the reference is not.",
+        "Empty predictions counts the (case, class) pairs whose prediction is empty while the reference is not. "
+        "Cases in mean HD95 counts the cases whose classes all have a finite HD95; only they enter the Mean HD95.",
         "",
     ]
     return "\n".join(lines)

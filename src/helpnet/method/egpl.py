@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from helpnet.method.losses import LOG_EPS, soft_dice_loss
+from helpnet.method.losses import LOG_EPS, class_argmax, soft_dice_loss
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def weighted_ensemble(
 
 def pseudo_label(ensemble: torch.Tensor) -> torch.Tensor:
     """Return the detached hard label argmax_c of ``(B, C, H, W)`` as ``(B, H, W)`` int64."""
-    return ensemble.detach().argmax(dim=1)
+    return class_argmax(ensemble)
 
 
 def pseudo_label_loss(views: Sequence[torch.Tensor], label: torch.Tensor) -> torch.Tensor:

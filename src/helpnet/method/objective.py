@@ -92,9 +92,9 @@ class ObjectiveSettings:
     per_class_connectivity: bool = False
     # One forward over the stacked views with per-view BatchNorm statistics instead of three.
     # It needs a network whose BatchNorm layers are ViewBatchNorm2d (both helpnet UNets).
-    # NOTE: it was 2-24 % faster per step on a loaded 2-core CPU (BENCHMARKS.md).
-    # GPUs were not measured.
-    batched_views: bool = True
+    # NOTE: on an idle 2-core CPU it was within 2 % of three forwards and took up to 1 GB
+    # more memory (BENCHMARKS.md), so it is off by default. GPUs were not measured.
+    batched_views: bool = False
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:

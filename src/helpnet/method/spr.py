@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from helpnet.method.losses import cosine_loss, one_hot
+from helpnet.method.losses import class_argmax, cosine_loss, one_hot
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def connectivity_loss(ensemble: torch.Tensor, per_class_only: bool = False) -> t
     so on an accelerator this is the step's one device synchronisation.
     """
     num_classes = ensemble.shape[1]
-    hard = ensemble.detach().argmax(dim=1).to(torch.uint8).cpu().numpy()
+    hard = class_argmax(ensemble).to(torch.uint8).cpu().numpy()
     target = torch.from_numpy(connectivity_target(hard, num_classes, per_class_only))
     return cosine_loss(ensemble, one_hot(target.to(ensemble.device), num_classes))
 

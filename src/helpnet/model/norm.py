@@ -28,11 +28,17 @@ class ViewBatchNorm2d(nn.BatchNorm2d):
     Otherwise, in train mode, chunk ``v`` of the batch is normalised with its own mean and
     variance, and the running statistics are updated once per chunk in chunk order, as
     ``num_views`` consecutive forwards would update them.
+
+    Its backward receives the output gradient in the memory format of its input (see
+    :func:`match_gradient_layout`).
     """
 
     num_views: int = 1
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.Module signature
+        return match_gradient_layout(self._normalise(input))
+
+    def _normalise(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
         if self.num_views == 1 or not self.training:
             return super().forward(input)
         if input.shape[0] % self.num_views != 0:
@@ -42,6 +48,25 @@ class ViewBatchNorm2d(nn.BatchNorm2d):
             )
         chunks = input.chunk(self.num_views, dim=0)
         return torch.cat([super(ViewBatchNorm2d, self).forward(chunk) for chunk in chunks], dim=0)
+
+
+def match_gradient_layout(output: torch.Tensor) -> torch.Tensor:
+    """Make the gradient that flows back into ``output`` use ``output``'s memory format.
+
+    PyTorch's CPU batch-norm backward is fast only when the output gradient has the same
+    layout as the input. In a UNet the gradient of a skip connection arrives as a channel
+    slice of the concatenation's gradient, which is not channels_last-contiguous. Measured on
+    a 4×64×224×224 bf16 map, the backward then took 108 ms instead of 23 ms, and such layers
+    were a third of the upstream UNet's bf16 step. A tensor hook copies the gradient into the
+    input's layout, which costs one pass over memory. Returns ``output`` itself.
+    """
+    if output.requires_grad and output.ndim == 4:
+        if output.is_contiguous(memory_format=torch.channels_last) and not output.is_contiguous():
+            layout = torch.channels_last
+        else:
+            layout = torch.contiguous_format
+        output.register_hook(lambda gradient: gradient.contiguous(memory_format=layout))
+    return output
 
 
 @contextlib.contextmanager

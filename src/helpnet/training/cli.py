@@ -28,8 +28,11 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from helpnet.training.runtime import tune_host_allocator
     from helpnet.training.settings import TrainingSettings
     from helpnet.training.trainer import TrainingInterrupted, train_fold
+
+    tune_host_allocator()
 
     settings = TrainingSettings.from_dict(args.settings, args.experiment)
     try:
@@ -42,7 +45,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from helpnet.training.inference import predict_cases
+    from helpnet.training.runtime import tune_host_allocator
 
+    tune_host_allocator()
     predict_cases(args.checkpoint, args.cases_dir, args.cases, args.output_dir, args.device, args.batch_size)
     return 0
 

@@ -29,13 +29,23 @@ class SliceStore:
     scribbles: list[np.ndarray]
     edges: list[np.ndarray] | None
     case_of_slice: list[str]
+    target_spacing: float | None = None
 
     @classmethod
     def from_cases(cls, preprocessed_dir: str | Path, case_ids: list[str], need_edges: bool) -> "SliceStore":
         images, scribbles, edges, owners = [], [], [], []
+        target_spacing = None
         for case_id in case_ids:
             path = Path(preprocessed_dir) / f"{case_id}.npz"
             data = load_preprocessed(path)
+            spacing = float(data["target_spacing"])
+            if target_spacing is None:
+                target_spacing = spacing
+            elif spacing != target_spacing:
+                raise ValueError(
+                    f"{path}: resampled to {spacing} mm but {case_ids[0]} to {target_spacing} mm; "
+                    "rerun the preprocess rule so that all cases share the dataset's target_spacing"
+                )
             if "scribble" not in data:
                 raise ValueError(f"{path}: training case {case_id} has no scribble; fix the split so only scribbled cases train")
             if need_edges and "edge" not in data:
@@ -48,7 +58,7 @@ class SliceStore:
                 owners.append(case_id)
         if not images:
             raise ValueError(f"no training slices found for cases {case_ids} in {preprocessed_dir}")
-        return cls(images, scribbles, edges if need_edges else None, owners)
+        return cls(images, scribbles, edges if need_edges else None, owners, target_spacing)
 
     def __len__(self) -> int:
         return len(self.images)

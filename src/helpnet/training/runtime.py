@@ -3,11 +3,61 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import os
 
 import torch
 
 logger = logging.getLogger(__name__)
+
+
+# glibc mallopt() parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_MAX = -4
+
+# Settings applied by tune_host_allocator(): freed memory stays in the heap (trimmed only above
+# 2 GiB of free space at its top), the heap grows 1 GiB at a time, and no block comes from mmap.
+ALLOCATOR_SETTINGS = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1, M_TOP_PAD: 1 << 30}
+
+# Set to 0 to keep glibc's default allocator behaviour.
+ALLOCATOR_TUNING_VARIABLE = "HELPNET_MALLOC_TUNING"
+
+
+def tune_host_allocator() -> bool:
+    """Stop glibc from returning the CPU step's activation buffers to the kernel after each use.
+
+    glibc serves a block above its mmap threshold by ``mmap`` and unmaps it when freed. The
+    threshold is at most 32 MiB on 64-bit Linux (mallopt(3)), and a 4×64×224×224 fp32 map
+    is 51 MiB, so each step faulted in about 2.8 GB of fresh zeroed pages again (700,000
+    minor faults per forward and backward of the upstream UNet). In a bf16 step benchmark on
+    a 2-vCPU machine the kernel time was about a quarter of all CPU time. After this call,
+    freed blocks stay in the heap for the next step, so the resident memory stays near the
+    peak of one step.
+
+    Returns True when the settings were applied, and False on a C library without
+    ``mallopt`` (musl, macOS) or when the environment variable ``HELPNET_MALLOC_TUNING`` is
+    ``0``. Call it once, before the first large tensor is allocated.
+    """
+    if os.environ.get(ALLOCATOR_TUNING_VARIABLE, "1") == "0":
+        logger.info("%s=0: glibc malloc left at its defaults", ALLOCATOR_TUNING_VARIABLE)
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018 - present only in glibc
+    except (OSError, AttributeError):
+        logger.debug("no glibc mallopt; host allocator left unchanged")
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    applied = all(mallopt(parameter, value) == 1 for parameter, value in ALLOCATOR_SETTINGS.items())
+    if applied:
+        logger.info("glibc malloc: freed tensor memory stays in the heap (set %s=0 to disable)", ALLOCATOR_TUNING_VARIABLE)
+    else:
+        logger.warning("glibc mallopt rejected the allocator settings; continuing with glibc's defaults")
+    return applied
 
 
 def resolve_device(name: str) -> torch.device:

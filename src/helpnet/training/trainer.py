@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from helpnet.data.cases import IGNORE_INDEX
 from helpnet.io import atomic_path, write_json
+from helpnet.method.losses import class_argmax
 from helpnet.method.objective import HelpnetObjective
 from helpnet.model import build_network
 from helpnet.training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -96,7 +98,7 @@ def validation_dice(model: torch.nn.Module, cases: dict[str, dict[str, np.ndarra
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, precision):
                 probs = model(batch)
-            predictions.append(probs.float().argmax(1).cpu().numpy())
+            predictions.append(class_argmax(probs.float()).cpu().numpy())
         prediction = np.concatenate(predictions)
         per_class = []
         for c in range(1, num_classes):
@@ -147,20 +149,19 @@ class LogWriter:
             self.tensorboard.close()
 
 
-def plan_fold(preprocessed_dir: Path, splits_path: Path, fold: int, dataset_info_path: Path,
-              settings: TrainingSettings, num_slices: int) -> FoldPlan:
-    train_cases, val_cases = read_fold(splits_path, fold)
+def plan_fold(train_cases: list[str], val_cases: list[str], dataset_info_path: Path,
+              settings: TrainingSettings, store: SliceStore) -> FoldPlan:
+    """Derive the step budget and LR schedule of one fold from its training slices and settings."""
     info = json.loads(Path(dataset_info_path).read_text())
-    steps_per_epoch = num_slices // settings.batch_size
+    steps_per_epoch = len(store) // settings.batch_size
     total_steps = settings.epochs * steps_per_epoch
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
-    first = load_preprocessed(Path(preprocessed_dir) / f"{train_cases[0]}.npz")
     return FoldPlan(
         train_cases=train_cases,
         val_cases=val_cases,
         num_classes=int(info["num_classes"]),
-        target_spacing=float(first["target_spacing"]),
+        target_spacing=float(store.target_spacing),
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         lr_step_steps=max(1, round(settings.lr_step_fraction * total_steps)),
@@ -181,7 +182,7 @@ def train_fold(preprocessed_dir: str | Path, splits_path: str | Path, fold: int,
         raise ValueError(f"{splits_path}: fold {fold} has no training cases")
     need_edges = settings.objective.spr_edges
     store = SliceStore.from_cases(preprocessed_dir, train_cases, need_edges)
-    plan = plan_fold(preprocessed_dir, Path(splits_path), fold, Path(dataset_info_path), settings, len(store))
+    plan = plan_fold(train_cases, val_cases, Path(dataset_info_path), settings, store)
     val_data = {case: load_preprocessed(preprocessed_dir / f"{case}.npz") for case in val_cases}
     val_data = {case: data for case, data in val_data.items() if "label" in data}
 
@@ -348,4 +349,6 @@ def train_fold(preprocessed_dir: str | Path, splits_path: str | Path, fold: int,
     write_json(output_dir / "training_summary.json", summary)
     if resume_path.exists():
         resume_path.unlink()
+    with contextlib.suppress(OSError):  # a folder that still contains other files stays
+        resume_path.parent.rmdir()
     return summary
