@@ -1,12 +1,15 @@
 """Time `predict_cases` on one real ACDC volume: batched over slices against one slice at a time.
 
-Usage: python benchmarks/bench_predict.py --shared ../shared [--network unet_upstream] [--threads 2]
+Usage: python benchmarks/bench_predict.py [--shared DIR] [--network unet_upstream] [--threads 2]
+The volume is DIR/data/acdc/training/patient005/patient005_frame01.nii.gz; DIR defaults to
+$HELPNET_SHARED_DIR, else ../shared.
 Trains nothing: the network has random weights, which costs the same as trained ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -25,15 +28,18 @@ from helpnet.training.runtime import tune_host_allocator
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=Path("../shared"))
-    parser.add_argument("--network", default="unet_upstream")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shared", type=Path, default=Path(os.environ.get("HELPNET_SHARED_DIR", "../shared")),
+                        help="folder with data/acdc/ (default: $HELPNET_SHARED_DIR, else ../shared)")
+    parser.add_argument("--network", default="unet_upstream", help="unet_upstream, unet_light or unet_light_wsl4mis")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per setting; best and median are printed")
     args = parser.parse_args()
     tune_host_allocator()  # as `helpnet predict` does
     torch.set_num_threads(args.threads)
 
     image_path = args.shared / "data/acdc/training/patient005/patient005_frame01.nii.gz"
+    if not image_path.is_file():
+        parser.error(f"ACDC volume not found: {image_path}; pass --shared DIR or set HELPNET_SHARED_DIR")
     image, header = load_nifti(image_path)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)

@@ -149,14 +149,17 @@ def format_table(results: list[dict], connectivity: list[dict]) -> str:
         )
     lines += ["", "| network | precision | helpnet / pce | helpnet_batched / pce | batched / separate |", "|---|---|---|---|---|"]
     by_key = {(row["network"], row["precision"], row["experiment"]): row["step_ms"] for row in results}
+
+    def ratio(numerator: float | None, denominator: float | None) -> str:
+        return f"{numerator / denominator:.2f}" if numerator and denominator else "n/a"
+
     for network, precision in sorted({(row["network"], row["precision"]) for row in results}):
         pce = by_key.get((network, precision, "pce"))
         separate = by_key.get((network, precision, "helpnet"))
         batched = by_key.get((network, precision, "helpnet_batched"))
-        if pce and separate and batched:
-            lines.append(
-                f"| {network} | {precision} | {separate / pce:.2f} | {batched / pce:.2f} | {batched / separate:.2f} |"
-            )
+        lines.append(
+            f"| {network} | {precision} | {ratio(separate, pce)} | {ratio(batched, pce)} | {ratio(batched, separate)} |"
+        )
     lines += ["", "| network | one forward ms (fp32, train mode) | connectivity target ms | ratio |", "|---|---|---|---|"]
     for row in connectivity:
         ratio = row["connectivity_target_ms"] / row["forward_ms"]
@@ -174,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps; the table shows their median")
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads (default: all CPUs)"
+        "--threads", type=int, default=os.cpu_count() or 1,
+        help="torch intra-op threads (default: all CPUs; on a busy machine use fewer, see BENCHMARKS.md)",
     )
     parser.add_argument(
         "--malloc-tuning",
         choices=["on", "off"],
         default="on",
-        help="apply helpnet's glibc allocator settings as `helpnet train` does (default: on)",
+        help="apply helpnet's glibc allocator settings as `helpnet train` does (default: on; "
+        "HELPNET_MALLOC_TUNING=0 in the environment also turns them off)",
     )
     parser.add_argument(
         "--memory-format", choices=["channels_last", "contiguous"], default="channels_last",

@@ -38,7 +38,7 @@ def _modules_for(argv: list[str]) -> list[str]:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """Build the ``helpnet`` parser; with ``argv``, register only the subcommand it names."""
-    parser = argparse.ArgumentParser(prog="helpnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="helpnet", description="HELPNet workflow stages, one subcommand each.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

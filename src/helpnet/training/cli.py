@@ -60,18 +60,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preprocess.add_argument("--output", required=True, help="output .npz (results/D/preprocessed/C.npz)")
     preprocess.set_defaults(func=_run_preprocess)
 
-    train = subparsers.add_parser("train", help="train one fold (resumes from resume/checkpoint_latest.pt)")
+    train = subparsers.add_parser(
+        "train",
+        help="train one fold (resumes from resume/checkpoint_latest.pt)",
+        description="Train one fold on its scribbled training cases and keep the best and final checkpoints. "
+        "A rerun with the same arguments resumes from OUTPUT_DIR/resume/checkpoint_latest.pt.",
+    )
     train.add_argument("--preprocessed-dir", required=True, help="folder of preprocessed {case}.npz files")
     train.add_argument("--splits", required=True, help="splits.json")
     train.add_argument("--fold", type=int, required=True, help="fold index, from 0")
     train.add_argument("--dataset-info", required=True, help="dataset.json written by the align stage")
-    train.add_argument("--settings", type=_json_argument, default={}, help="JSON object of training settings")
+    train.add_argument(
+        "--settings", type=_json_argument, default={},
+        help="JSON object with the keys of the config's `training` block (network, patch_size, epochs, lr, "
+        "precision, loss, ...; see workflow/schemas/config.schema.yaml); missing keys take their defaults",
+    )
     train.add_argument("--experiment", type=_json_argument, default={},
                        help="JSON object of experiment switches (hpc, egpl, spr_connectivity, spr_edges)")
     train.add_argument("--output-dir", required=True, help="fold output folder")
     train.set_defaults(func=_run_train)
 
-    predict = subparsers.add_parser("predict", help="predict cases with one checkpoint or an ensemble")
+    predict = subparsers.add_parser(
+        "predict",
+        help="predict cases with one checkpoint or an ensemble",
+        description="Predict whole volumes with the settings stored in the checkpoint and write one label "
+        "NIfTI per case, on the image's grid. With several checkpoints their probabilities are averaged.",
+    )
     predict.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint(s); several are averaged")
     predict.add_argument("--cases-dir", required=True, help="folder of canonical cases")
     predict.add_argument("--cases", nargs="+", required=True, help="case ids to predict")

@@ -43,8 +43,8 @@ class SliceStore:
                 target_spacing = spacing
             elif spacing != target_spacing:
                 raise ValueError(
-                    f"{path}: resampled to {spacing} mm but {case_ids[0]} to {target_spacing} mm; "
-                    "rerun the preprocess rule so that all cases share the dataset's target_spacing"
+                    f"{path}: resampled to {spacing} mm but {case_ids[0]} to {target_spacing} mm. "
+                    "Rerun the preprocess rule so that all cases share the dataset's target_spacing."
                 )
             if "scribble" not in data:
                 raise ValueError(f"{path}: training case {case_id} has no scribble; fix the split so only scribbled cases train")
