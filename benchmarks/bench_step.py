@@ -150,7 +150,7 @@ def format_table(results: list[dict], connectivity: list[dict]) -> str:
     lines += ["", "| network | precision | helpnet / pce | helpnet_batched / pce | batched / separate |", "|---|---|---|---|---|"]
     by_key = {(row["network"], row["precision"], row["experiment"]): row["step_ms"] for row in results}
 
-    def ratio(numerator: float | None, denominator: float | None) -> str:
+    def format_ratio(numerator: float | None, denominator: float | None) -> str:
         return f"{numerator / denominator:.2f}" if numerator and denominator else "n/a"
 
     for network, precision in sorted({(row["network"], row["precision"]) for row in results}):
@@ -158,7 +158,8 @@ def format_table(results: list[dict], connectivity: list[dict]) -> str:
         separate = by_key.get((network, precision, "helpnet"))
         batched = by_key.get((network, precision, "helpnet_batched"))
         lines.append(
-            f"| {network} | {precision} | {ratio(separate, pce)} | {ratio(batched, pce)} | {ratio(batched, separate)} |"
+            f"| {network} | {precision} | {format_ratio(separate, pce)} | {format_ratio(batched, pce)} "
+            f"| {format_ratio(batched, separate)} |"
         )
     lines += ["", "| network | one forward ms (fp32, train mode) | connectivity target ms | ratio |", "|---|---|---|---|"]
     for row in connectivity:

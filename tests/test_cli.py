@@ -22,7 +22,15 @@ def test_stage_modules_list_the_subcommands_they_register():
 
 def test_fetch_does_not_import_torch():
     # A download job should not pay for importing torch; --help of a subcommand parses only it.
-    code = "import sys; from helpnet.cli import main\ntry:\n    main(['fetch', '--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    code = (
+        "import sys\n"
+        "from helpnet.cli import main\n"
+        "try:\n"
+        "    main(['fetch', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "False"
 

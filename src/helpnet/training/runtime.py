@@ -31,8 +31,8 @@ def tune_host_allocator() -> bool:
 
     glibc serves a block above its mmap threshold by ``mmap`` and unmaps it when freed. The
     threshold is at most 32 MiB on 64-bit Linux (mallopt(3)), and a 4×64×224×224 fp32 map
-    is 51 MiB, so each step faulted in about 2.8 GB of fresh zeroed pages again (700,000
-    minor faults per forward and backward of the upstream UNet). In a bf16 step benchmark on
+    is 51 MiB. Each step therefore faulted in fresh zeroed pages again: 700,000 minor faults,
+    about 2.8 GB, per forward and backward of the upstream UNet. In a bf16 step benchmark on
     a 2-vCPU machine the kernel time was about a quarter of all CPU time. After this call,
     freed blocks stay in the heap for the next step, so the resident memory stays near the
     peak of one step.
@@ -87,6 +87,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # NOTE: bf16 was measured faster on an AMX CPU only. On CPUs with AVX512-BF16 but no AMX
+    # its speed against fp32 is not known; set training.precision explicitly there.
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 
