@@ -1,15 +1,17 @@
-"""Train the demo in fp32 and in bf16 with the same seed and steps, and compare held-out Dice.
+"""Train the demo in fp32 and in bf16 with the same seeds and steps, and compare held-out Dice.
 
-Runs the default workflow (config.yaml, the synthetic demo) twice through Snakemake, once with
-``training.precision: fp32`` and once with ``bf16``, each in its own results folder, with only
-the ``helpnet`` experiment. Prints the cross-fold mean Dice of each run, their difference and the
-summed training time from each fold's ``training_log.csv``. With ``--control-seed N`` a third
-run trains in fp32 with ``training.seed: N``, which shows how far two fp32 runs that differ only
-in their random numbers end apart.
+For each seed in ``--seeds``, runs the default workflow (config.yaml, the synthetic demo)
+through Snakemake twice, once with ``training.precision: fp32`` and once with ``bf16``, each in
+its own results folder, with only the ``helpnet`` experiment. The runs share one resources
+folder, since precision and seed do not change the prepared data. Prints the cross-fold mean
+Dice of each run and the summed training time from each fold's ``training_log.csv``, then the
+bf16 − fp32 difference per seed with its mean, standard deviation and 95 % t-interval, and the
+spread of each precision across seeds (how far runs end apart when only their random numbers
+differ).
 
 Usage (from the repository root, in the project's environment):
 
-    python benchmarks/bench_precision_parity.py --work /tmp/parity --cores 2
+    python benchmarks/bench_precision_parity.py --work /tmp/parity --cores 2 --seeds 42 7 11 23 31
 
 bf16 needs a CPU with native bf16 kernels (AVX512-BF16 or AMX) or a bf16-capable GPU.
 """
@@ -20,6 +22,8 @@ import argparse
 import csv
 import json
 import logging
+import math
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DATASET = "demo"
+PRECISIONS = ("fp32", "bf16")
+# Two-sided 97.5 % quantiles of Student's t for 1 to 9 degrees of freedom (paired seeds − 1).
+T_QUANTILE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def run_workflow(work: Path, name: str, training: dict, experiment: str, cores: int) -> float:
@@ -40,7 +47,7 @@ def run_workflow(work: Path, name: str, training: dict, experiment: str, cores: 
     overlay.parent.mkdir(parents=True, exist_ok=True)
     overlay.write_text(yaml.safe_dump({
         "results_dir": str(results),
-        "resources_dir": str(work / name / "resources"),
+        "resources_dir": str(work / "resources"),
         "run_experiments": [experiment],
         "datasets": {DATASET: {"training": training}},
     }))
@@ -67,25 +74,43 @@ def read_run(results: Path, experiment: str) -> dict:
     }
 
 
+def paired_statistics(differences: list[float]) -> dict:
+    """Mean, sample standard deviation and 95 % t-interval of paired differences."""
+    count = len(differences)
+    mean = statistics.fmean(differences)
+    if count < 2:
+        return {"count": count, "mean": mean, "sd": None, "ci95": None}
+    sd = statistics.stdev(differences)
+    half_width = T_QUANTILE_975[count - 1] * sd / math.sqrt(count) if count - 1 in T_QUANTILE_975 else None
+    interval = None if half_width is None else [mean - half_width, mean + half_width]
+    return {"count": count, "mean": mean, "sd": sd, "ci95": interval}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for the two runs' results and logs")
+    parser.add_argument("--work", type=Path, required=True, help="folder for the runs' results and logs")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--experiment", default="helpnet")
-    parser.add_argument("--control-seed", type=int, help="also train in fp32 with this training.seed")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[42],
+        help="training seeds; each trains once in fp32 and once in bf16 (default: 42, the config's seed)",
+    )
     parser.add_argument("--epochs", type=int, help="override the demo's training.epochs (default: config.yaml's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     budget = {} if args.epochs is None else {"epochs": args.epochs}
-    runs = {"fp32": {"precision": "fp32", **budget}, "bf16": {"precision": "bf16", **budget}}
-    if args.control_seed is not None:
-        runs[f"fp32_seed{args.control_seed}"] = {"precision": "fp32", "seed": args.control_seed, **budget}
     rows = {}
-    for name, training in runs.items():
-        seconds = run_workflow(args.work, name, training, args.experiment, args.cores)
-        rows[name] = {**read_run(args.work / name / "results", args.experiment), "wall_seconds": seconds}
-        logger.info("%s: mean Dice %.4f in %.0f s", name, rows[name]["dice_mean"], seconds)
+    for seed in args.seeds:
+        for precision in PRECISIONS:
+            name = f"{precision}_seed{seed}"
+            training = {"precision": precision, "seed": seed, **budget}
+            seconds = run_workflow(args.work, name, training, args.experiment, args.cores)
+            rows[name] = {
+                **read_run(args.work / name / "results", args.experiment),
+                "precision": precision, "seed": seed, "wall_seconds": seconds,
+            }
+            logger.info("%s: mean Dice %.4f in %.0f s", name, rows[name]["dice_mean"], seconds)
 
     print("| run | mean Dice | Dice per fold | training s (sum of folds) | workflow wall s |")
     print("|---|---|---|---|---|")
@@ -93,10 +118,23 @@ def main(argv: list[str] | None = None) -> int:
         folds = ", ".join(f"{value:.3f}" for _, value in sorted(row["per_fold"].items()))
         print(f"| {name} | {row['dice_mean']:.4f} | {folds} | {row['train_seconds']:.0f} | {row['wall_seconds']:.0f} |")
     print()
-    for name in rows:
-        if name != "fp32":
-            print(f"{name} - fp32 mean Dice: {rows[name]['dice_mean'] - rows['fp32']['dice_mean']:+.4f}")
-    (args.work / "parity.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+    differences = [rows[f"bf16_seed{seed}"]["dice_mean"] - rows[f"fp32_seed{seed}"]["dice_mean"] for seed in args.seeds]
+    report = {"runs": rows, "bf16_minus_fp32": paired_statistics(differences)}
+    for seed, difference in zip(args.seeds, differences):
+        print(f"seed {seed}: bf16 - fp32 mean Dice {difference:+.4f}")
+    for precision in PRECISIONS:
+        values = [rows[f"{precision}_seed{seed}"]["dice_mean"] for seed in args.seeds]
+        spread = statistics.stdev(values) if len(values) > 1 else None
+        report[f"{precision}_across_seeds"] = {"mean": statistics.fmean(values), "sd": spread}
+        print(f"{precision} over {len(values)} seeds: mean {statistics.fmean(values):.4f}"
+              + ("" if spread is None else f", sd {spread:.4f}"))
+    paired = report["bf16_minus_fp32"]
+    if paired["sd"] is not None:
+        interval = "n/a" if paired["ci95"] is None else "[{:+.4f}, {:+.4f}]".format(*paired["ci95"])
+        print(f"bf16 - fp32, paired over {paired['count']} seeds: mean {paired['mean']:+.4f}, "
+              f"sd {paired['sd']:.4f}, 95 % t-interval {interval}")
+    (args.work / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -1,20 +1,25 @@
-"""Time one HELPNet training step and measure its peak memory on the CPU.
+"""Time one HELPNet training step and measure its peak memory, on the CPU or a CUDA GPU.
 
-A step is forward over the views, all losses, backward and one Adam step. Each
-configuration (network × precision × experiment) runs in its own subprocess so that its
-peak resident memory (``ru_maxrss``) is not inflated by an earlier configuration. The
-script also times the connected-component target of the connectivity loss against one
-forward pass. Results go to stdout as a Markdown table and, with ``--json``, to a file.
+A step is forward over the views, all losses, backward and one Adam step (with a gradient
+scaler in fp16). Each configuration (network × precision × experiment × batch) runs in its
+own subprocess so that its peak memory is not inflated by an earlier configuration: the
+process's resident memory (``ru_maxrss``) on the CPU, ``torch.cuda.max_memory_allocated`` on
+a GPU. One extra step under ``torch.utils.flop_counter.FlopCounterMode`` counts the step's
+matrix FLOPs, which give the achieved TFLOP/s (and, with ``--peak-tflops``, the share of the
+device's peak). On the CPU the script also times the connected-component target of the
+connectivity loss against one forward pass. Results go to stdout as Markdown tables and,
+with ``--json``, to a file.
 
-Example (the run recorded in BENCHMARKS.md):
+Examples (the CPU run recorded in BENCHMARKS.md, then the GPU plan of benchmarks/gpu_step.sh):
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_step.py --threads 1 --warmup 1 --repeats 3 --json /tmp/step_results.json
+    python benchmarks/bench_step.py --warmup 2 --repeats 3 --threads 2 --json /tmp/step_results.json
+    python benchmarks/bench_step.py --device cuda --batch 4 16 32 --precisions fp32 bf16 --peak-tflops 989
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -67,41 +72,83 @@ def make_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torc
     return image.contiguous(memory_format=torch.channels_last), scribble, edge
 
 
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def count_step_flops(step) -> int:
+    """Run ``step`` once under FlopCounterMode and return its floating-point operations.
+
+    The counter covers the matrix operations (convolutions forward and backward, matrix
+    products). Elementwise work such as BatchNorm and ReLU is not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
 def run_single(config: dict) -> dict:
     """Run one configuration in this process and return its timings and memory."""
-    if config["malloc_tuning"]:
-        tune_host_allocator()
-    torch.set_num_threads(config["threads"])
+    device = torch.device(config["device"])
+    if device.type == "cpu":
+        if config["malloc_tuning"]:
+            tune_host_allocator()
+        torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
     memory_format = torch.channels_last if config["memory_format"] == "channels_last" else torch.contiguous_format
-    network = build_network(config["network"], NUM_CLASSES).to(memory_format=memory_format)
+    network = build_network(config["network"], NUM_CLASSES).to(device=device, memory_format=memory_format)
     network.train()
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4, weight_decay=1e-4)
     objective = HelpnetObjective(ObjectiveSettings(**EXPERIMENTS[config["experiment"]]), NUM_CLASSES)
-    image, scribble, edge = make_batch(config["batch"], config["size"])
+    image, scribble, edge = (tensor.to(device) for tensor in make_batch(config["batch"], config["size"]))
     image = image.contiguous(memory_format=memory_format)
-    use_bf16 = config["precision"] == "bf16"
+    autocast_dtype = AUTOCAST_DTYPES[config["precision"]]
+    scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
     generator = torch.Generator().manual_seed(42)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            total, _ = objective(network, image, scribble, edge, generator)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
     baseline_mb = current_rss_mb()
+    # The counted step doubles as the first warm-up step.
+    flops = count_step_flops(step)
+    synchronize()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     times = []
-    for step in range(config["warmup"] + config["repeats"]):
+    for index in range(max(config["warmup"] - 1, 0) + config["repeats"]):
+        synchronize()
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            total, _ = objective(network, image, scribble, edge, generator)
-        total.backward()
-        optimizer.step()
+        step()
+        synchronize()
         elapsed = time.perf_counter() - start
-        if step >= config["warmup"]:
+        if index >= max(config["warmup"] - 1, 0):
             times.append(elapsed * 1000.0)
-    return {
+    step_ms = statistics.median(times)
+    row = {
         **config,
-        "step_ms": statistics.median(times),
+        "step_ms": step_ms,
         "step_ms_all": times,
+        "step_tflop": flops / 1e12,
+        "tflops_per_s": flops / 1e12 / (step_ms / 1000.0),
         "peak_rss_mb": peak_rss_mb(),
         "peak_above_setup_mb": peak_rss_mb() - baseline_mb,
     }
+    if device.type == "cuda":
+        row["device_name"] = torch.cuda.get_device_name(device)
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
 
 
 def time_connectivity(network_name: str, batch: int, size: int, repeats: int) -> dict:
@@ -136,31 +183,44 @@ def run_in_subprocess(config: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def format_table(results: list[dict], connectivity: list[dict]) -> str:
+def format_table(results: list[dict], connectivity: list[dict], peak_tflops: float | None = None) -> str:
+    on_gpu = any(row["device"] != "cpu" for row in results)
+    memory_header = "peak GPU MB" if on_gpu else "peak RSS MB | peak above setup MB"
+    peak_header = f" % of {peak_tflops:g} TFLOP/s |" if peak_tflops else ""
     lines = [
-        "| network | precision | experiment | step ms (median) | steps ms | peak RSS MB | peak above setup MB |",
-        "|---|---|---|---|---|---|---|",
+        f"| network | precision | experiment | batch | step ms (median) | steps ms | TFLOP per step | TFLOP/s |{peak_header} "
+        f"{memory_header} |",
+        "|" + "---|" * (8 + bool(peak_tflops) + (1 if on_gpu else 2)),
     ]
     for row in results:
-        steps = ", ".join(f"{value:.0f}" for value in row["step_ms_all"])
+        steps = ", ".join(f"{value:.1f}" if row["step_ms"] < 100 else f"{value:.0f}" for value in row["step_ms_all"])
+        step_ms = f"{row['step_ms']:.1f}" if row["step_ms"] < 100 else f"{row['step_ms']:.0f}"
+        peak = f" {100 * row['tflops_per_s'] / peak_tflops:.1f} |" if peak_tflops else ""
+        memory = f"{row['peak_gpu_mb']:.0f}" if on_gpu else f"{row['peak_rss_mb']:.0f} | {row['peak_above_setup_mb']:.0f}"
         lines.append(
-            f"| {row['network']} | {row['precision']} | {row['experiment']} | {row['step_ms']:.0f} | {steps} | "
-            f"{row['peak_rss_mb']:.0f} | {row['peak_above_setup_mb']:.0f} |"
+            f"| {row['network']} | {row['precision']} | {row['experiment']} | {row['batch']} | {step_ms} | {steps} | "
+            f"{row['step_tflop']:.3f} | {row['tflops_per_s']:.2f} |{peak} {memory} |"
         )
-    lines += ["", "| network | precision | helpnet / pce | helpnet_batched / pce | batched / separate |", "|---|---|---|---|---|"]
-    by_key = {(row["network"], row["precision"], row["experiment"]): row["step_ms"] for row in results}
+    lines += [
+        "",
+        "| network | precision | batch | helpnet / pce | helpnet_batched / pce | batched / separate |",
+        "|---|---|---|---|---|---|",
+    ]
+    by_key = {(row["network"], row["precision"], row["batch"], row["experiment"]): row["step_ms"] for row in results}
 
     def format_ratio(numerator: float | None, denominator: float | None) -> str:
         return f"{numerator / denominator:.2f}" if numerator and denominator else "n/a"
 
-    for network, precision in sorted({(row["network"], row["precision"]) for row in results}):
-        pce = by_key.get((network, precision, "pce"))
-        separate = by_key.get((network, precision, "helpnet"))
-        batched = by_key.get((network, precision, "helpnet_batched"))
+    for network, precision, batch in sorted({(row["network"], row["precision"], row["batch"]) for row in results}):
+        pce = by_key.get((network, precision, batch, "pce"))
+        separate = by_key.get((network, precision, batch, "helpnet"))
+        batched = by_key.get((network, precision, batch, "helpnet_batched"))
         lines.append(
-            f"| {network} | {precision} | {format_ratio(separate, pce)} | {format_ratio(batched, pce)} "
+            f"| {network} | {precision} | {batch} | {format_ratio(separate, pce)} | {format_ratio(batched, pce)} "
             f"| {format_ratio(batched, separate)} |"
         )
+    if not connectivity:
+        return "\n".join(lines)
     lines += ["", "| network | one forward ms (fp32, train mode) | connectivity target ms | ratio |", "|---|---|---|---|"]
     for row in connectivity:
         ratio = row["connectivity_target_ms"] / row["forward_ms"]
@@ -171,9 +231,15 @@ def format_table(results: list[dict], connectivity: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="+", default=["unet_upstream", "unet_light"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(AUTOCAST_DTYPES),
+                        help="fp16 runs with a gradient scaler, as `helpnet train` does, and only on CUDA")
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
-    parser.add_argument("--batch", type=int, default=4, help="images per batch")
+    parser.add_argument("--batch", type=int, nargs="+", default=[4], help="images per batch (several values: one row each)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    parser.add_argument(
+        "--peak-tflops", type=float,
+        help="the device's peak rate for the fastest precision, in TFLOP/s. Adds a column with each step's share of it",
+    )
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (divisible by 16)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps; the table shows their median")
@@ -201,30 +267,41 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} needs a CUDA build of torch and a visible GPU; this torch is {torch.__version__}")
+    if device.type == "cpu" and "fp16" in args.precisions:
+        parser.error("--precisions fp16 is for CUDA only (helpnet train refuses fp16 on the CPU); use fp32 or bf16")
     torch.set_num_threads(args.threads)
-    logger.info("torch %s, %d threads, load average %s", torch.__version__, args.threads, os.getloadavg())
+    logger.info("torch %s, device %s, %d threads, load average %s", torch.__version__, device, args.threads,
+                os.getloadavg())
     results = []
-    for network in args.networks:
-        for precision in args.precisions:
-            for experiment in args.experiments:
-                config = {
-                    "network": network,
-                    "precision": precision,
-                    "experiment": experiment,
-                    "batch": args.batch,
-                    "size": args.size,
-                    "warmup": args.warmup,
-                    "repeats": args.repeats,
-                    "threads": args.threads,
-                    "malloc_tuning": args.malloc_tuning == "on",
-                    "memory_format": args.memory_format,
-                }
-                row = run_in_subprocess(config)
-                logger.info("%s %s %s: %.0f ms per step", network, precision, experiment, row["step_ms"])
-                results.append(row)
-    connectivity = [time_connectivity(network, args.batch, args.size, args.repeats) for network in args.networks]
+    for network, precision, experiment, batch in itertools.product(
+        args.networks, args.precisions, args.experiments, args.batch
+    ):
+        config = {
+            "device": args.device,
+            "network": network,
+            "precision": precision,
+            "experiment": experiment,
+            "batch": batch,
+            "size": args.size,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "malloc_tuning": args.malloc_tuning == "on",
+            "memory_format": args.memory_format,
+        }
+        row = run_in_subprocess(config)
+        logger.info("%s %s %s batch %d: %.1f ms per step, %.2f TFLOP/s", network, precision, experiment, batch,
+                    row["step_ms"], row["tflops_per_s"])
+        results.append(row)
+    # The connected-component target runs on the host in every case; it is timed on the CPU only.
+    connectivity = []
+    if device.type == "cpu":
+        connectivity = [time_connectivity(network, args.batch[0], args.size, args.repeats) for network in args.networks]
     logger.info("load average after the run %s", os.getloadavg())
-    print(format_table(results, connectivity))
+    print(format_table(results, connectivity, args.peak_tflops))
     if args.json:
         args.json.write_text(json.dumps({"results": results, "connectivity": connectivity}, indent=2) + "\n")
     return 0

@@ -69,10 +69,11 @@ def test_lint_is_clean():
 
 
 def test_unknown_config_key_stops_before_any_job(tmp_path: Path):
-    overlay = write_overlay(tmp_path / "bad.yaml", {"training": {"learning_rate": 0.1}})
+    overlay = write_overlay(tmp_path / "bad.yaml", {"training": {"learning_rate": 0.1, "epoch": 3}})
     result = snakemake("-n", "--cores", "1", "--configfile", str(overlay))
     assert result.returncode != 0
-    assert "learning_rate" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "training: unknown key 'epoch' (did you mean 'epochs'?), 'learning_rate'; allowed here: " in output
     assert "Job stats" not in result.stdout
 
 

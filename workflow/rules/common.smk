@@ -1,6 +1,7 @@
 # Shared helpers of the workflow: paths, the helpnet command, resources, and the target list.
 
 import csv
+import difflib
 import json
 import shlex
 from pathlib import Path
@@ -13,16 +14,26 @@ from snakemake.utils import validate
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
 
+def describe_config_error(error):
+    """One line for a schema error; an unknown key also gets the closest allowed key, if any."""
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    allowed = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+    if error.validator != "additionalProperties" or not allowed or not isinstance(error.instance, dict):
+        return f"  {where}: {error.message}"
+    hints = []
+    for key in sorted(set(error.instance) - set(allowed)):
+        close = difflib.get_close_matches(str(key), list(allowed), n=1)
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    return f"  {where}: unknown key {', '.join(hints)}; allowed here: {', '.join(sorted(allowed))}"
+
+
 def check_config(config, schema_path):
     """Stop with one line per config error (key, problem) instead of Snakemake's schema dump."""
     with open(schema_path, encoding="utf-8") as handle:
         validator = jsonschema.Draft202012Validator(yaml.safe_load(handle))
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        lines = [
-            f"  {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
-            for e in errors[:10]
-        ]
+        lines = [describe_config_error(e) for e in errors[:10]]
         raise WorkflowError(
             "invalid config:\n" + "\n".join(lines) + f"\nThe allowed keys, types and defaults are in "
             f"{schema_path}; fix the config file or the --config value."

@@ -1,0 +1,59 @@
+"""The benchmark scripts' own arithmetic and tables (the timings themselves are never asserted)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_precision_parity  # noqa: E402
+import bench_step  # noqa: E402
+
+
+def test_paired_statistics_t_interval():
+    stats = bench_precision_parity.paired_statistics([0.01, -0.02, 0.03])
+    # Mean 0.02 / 3; deviations 1/300, -8/300, 7/300 give a sample variance of 114/90000 / 2.
+    sd = math.sqrt((1 + 64 + 49) / 90000 / 2)
+    half_width = 4.303 * sd / math.sqrt(3)
+    assert stats["count"] == 3
+    assert stats["mean"] == pytest.approx(0.02 / 3)
+    assert stats["sd"] == pytest.approx(sd)
+    assert stats["ci95"] == pytest.approx([0.02 / 3 - half_width, 0.02 / 3 + half_width])
+
+
+def test_paired_statistics_single_seed_has_no_spread():
+    assert bench_precision_parity.paired_statistics([0.02]) == {"count": 1, "mean": 0.02, "sd": None, "ci95": None}
+
+
+def _row(device: str, experiment: str, step_ms: float) -> dict:
+    row = {
+        "device": device, "network": "unet_light", "precision": "bf16", "experiment": experiment, "batch": 16,
+        "step_ms": step_ms, "step_ms_all": [step_ms], "step_tflop": 0.5, "tflops_per_s": 0.5 / (step_ms / 1000),
+        "peak_rss_mb": 900.0, "peak_above_setup_mb": 400.0,
+    }
+    if device != "cpu":
+        row["peak_gpu_mb"] = 2048.0
+    return row
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("peak", [None, 1000.0])
+def test_step_table_columns_line_up(device, peak):
+    rows = [_row(device, "pce", 10.0), _row(device, "helpnet", 25.0)]
+    table = bench_step.format_table(rows, [], peak).split("\n\n")[0].splitlines()
+    widths = {line.count("|") for line in table}
+    assert len(widths) == 1, table
+    assert ("peak GPU MB" in table[0]) == (device == "cuda")
+    if peak:
+        # 0.5 TFLOP in 25 ms is 20 TFLOP/s, 2 % of 1000.
+        assert table[3].split("|")[9].strip() == "2.0"
+
+
+def test_step_ratio_table_per_batch():
+    rows = [_row("cpu", "pce", 10.0), _row("cpu", "helpnet", 25.0)]
+    ratios = bench_step.format_table(rows, [], None).split("\n\n")[1].splitlines()
+    assert ratios[2] == "| unet_light | bf16 | 16 | 2.50 | n/a | n/a |"
