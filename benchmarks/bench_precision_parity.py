@@ -7,7 +7,9 @@ folder, since precision and seed do not change the prepared data. Prints the cro
 Dice of each run and the summed training time from each fold's ``training_log.csv``, then the
 bf16 − fp32 difference per seed with its mean, standard deviation and 95 % t-interval, and the
 spread of each precision across seeds (how far runs end apart when only their random numbers
-differ).
+differ). Unless ``--no-inference-parity`` is given, the fp32 run of each seed is then predicted
+and scored again with ``evaluation.precision: bf16``: the same models, only the forward pass
+in bf16. That difference is free of the chaos of training, so it shows the rounding alone.
 
 Usage (from the repository root, in the project's environment):
 
@@ -40,17 +42,25 @@ PRECISIONS = ("fp32", "bf16")
 T_QUANTILE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def run_workflow(work: Path, name: str, training: dict, experiment: str, cores: int) -> float:
-    """Run the demo DAG with the ``training`` overrides in ``work/name``; return the wall time in seconds."""
+def run_workflow(work: Path, name: str, training: dict, experiment: str, cores: int,
+                 evaluation: dict | None = None) -> float:
+    """Run the demo DAG with the ``training`` overrides in ``work/name``; return the wall time in seconds.
+
+    ``evaluation`` overrides keys of the config's ``evaluation`` block. Snakemake then reruns
+    only prediction and what follows it, because the trained models are up to date.
+    """
     results = work / name / "results"
-    overlay = work / name / "overlay.yaml"
+    overlay = work / name / ("overlay.yaml" if evaluation is None else "overlay_evaluation.yaml")
     overlay.parent.mkdir(parents=True, exist_ok=True)
-    overlay.write_text(yaml.safe_dump({
+    values = {
         "results_dir": str(results),
         "resources_dir": str(work / "resources"),
         "run_experiments": [experiment],
         "datasets": {DATASET: {"training": training}},
-    }))
+    }
+    if evaluation is not None:
+        values["evaluation"] = evaluation
+    overlay.write_text(yaml.safe_dump(values))
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--snakefile", str(REPOSITORY / "Snakefile"),
                "--directory", str(REPOSITORY), "--configfile", str(REPOSITORY / "config.yaml"), str(overlay)]
     start = time.perf_counter()
@@ -96,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         help="training seeds; each trains once in fp32 and once in bf16 (default: 42, the config's seed)",
     )
     parser.add_argument("--epochs", type=int, help="override the demo's training.epochs (default: config.yaml's)")
+    parser.add_argument(
+        "--inference-parity", action=argparse.BooleanOptionalAction, default=True,
+        help="after each seed, also predict the held-out cases with the fp32-trained models in bf16 "
+        "(evaluation.precision: bf16), which isolates the rounding of the forward pass from the training run",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -111,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
                 "precision": precision, "seed": seed, "wall_seconds": seconds,
             }
             logger.info("%s: mean Dice %.4f in %.0f s", name, rows[name]["dice_mean"], seconds)
+        if args.inference_parity:
+            source = f"fp32_seed{seed}"
+            training = {"precision": "fp32", "seed": seed, **budget}
+            seconds = run_workflow(args.work, source, training, args.experiment, args.cores, {"precision": "bf16"})
+            name = f"{source}_bf16_inference"
+            rows[name] = {
+                **read_run(args.work / source / "results", args.experiment),
+                "precision": "fp32 training, bf16 inference", "seed": seed, "wall_seconds": seconds,
+            }
+            logger.info("%s: mean Dice %.4f", name, rows[name]["dice_mean"])
 
     print("| run | mean Dice | Dice per fold | training s (sum of folds) | workflow wall s |")
     print("|---|---|---|---|---|")
@@ -123,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {"runs": rows, "bf16_minus_fp32": paired_statistics(differences)}
     for seed, difference in zip(args.seeds, differences):
         print(f"seed {seed}: bf16 - fp32 mean Dice {difference:+.4f}")
+    if args.inference_parity:
+        inference = [rows[f"fp32_seed{seed}_bf16_inference"]["dice_mean"] - rows[f"fp32_seed{seed}"]["dice_mean"]
+                     for seed in args.seeds]
+        report["bf16_inference_minus_fp32"] = paired_statistics(inference)
+        for seed, difference in zip(args.seeds, inference):
+            print(f"seed {seed}: same fp32 models predicted in bf16 - in fp32, mean Dice {difference:+.4f}")
     for precision in PRECISIONS:
         values = [rows[f"{precision}_seed{seed}"]["dice_mean"] for seed in args.seeds]
         spread = statistics.stdev(values) if len(values) > 1 else None

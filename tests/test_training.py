@@ -197,6 +197,28 @@ def test_predict_writes_original_geometry(fold_dir: Path):
     assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1}
 
 
+def test_predict_precision_override(fold_dir: Path, monkeypatch):
+    import helpnet.training.inference as inference_module
+
+    run_fold(fold_dir, "run", tiny_settings(epochs=1))
+    checkpoint = [fold_dir / "run" / "checkpoint_final.pt"]
+    used = []
+    original = inference_module.autocast_context
+
+    def recording_autocast(device, precision):
+        used.append(precision)
+        return original(device, precision)
+
+    monkeypatch.setattr(inference_module, "autocast_context", recording_autocast)
+    predict_cases(checkpoint, fold_dir / "cases", ["case4"], fold_dir / "p_default", device="cpu")
+    assert set(used) == {"fp32"}  # tiny_settings trains in fp32
+    used.clear()
+    predict_cases(checkpoint, fold_dir / "cases", ["case4"], fold_dir / "p_bf16", device="cpu", precision="bf16")
+    assert set(used) == {"bf16"}
+    with pytest.raises(ValueError, match="fp16 is only supported on CUDA"):
+        predict_cases(checkpoint, fold_dir / "cases", ["case4"], fold_dir / "p_fp16", device="cpu", precision="fp16")
+
+
 def test_batched_inference_equals_slice_by_slice(fold_dir: Path):
     from helpnet.training.checkpoint import load_model_for_inference
     from helpnet.training.inference import predict_probabilities, prepare_volume

@@ -54,6 +54,15 @@ def test_dry_run_default_config_plans_every_stage():
     assert counts["compare"] == 1
 
 
+def test_evaluation_precision_reaches_predict(tmp_path: Path):
+    overlay = write_overlay(tmp_path / "eval.yaml", {"evaluation": {"precision": "fp32"}})
+    result = snakemake("-n", "--cores", "1", "--printshellcmds", "--configfile", str(overlay))
+    assert result.returncode == 0, result.stderr[-3000:]
+    predict_commands = [line for line in result.stdout.splitlines() if "helpnet.cli predict" in line]
+    assert len(predict_commands) == 10
+    assert all("--precision fp32" in line for line in predict_commands)
+
+
 def test_dry_run_acdc_preset_downloads_both_sources():
     result = snakemake("-n", "--cores", "1", "--configfile", "config/acdc.yaml")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -68,6 +68,7 @@ rule predict:
         cases=lambda wc: " ".join(test_cases(wc)),
         cases_dir=lambda wc: f"{RESULTS}/{wc.dataset}/cases",
         device=config["evaluation"]["device"],
+        precision=config["evaluation"]["precision"],
     log:
         f"{LOGS}/predict/{{dataset}}_{{experiment}}_fold{{fold}}.log",
     benchmark:
@@ -83,4 +84,4 @@ rule predict:
     shell:
         "OMP_NUM_THREADS={threads} python -m helpnet.cli predict --checkpoint {input.checkpoint} "
         "--cases-dir {params.cases_dir} --cases {params.cases} --output-dir {output} "
-        "--device {params.device} > {log} 2>&1"
+        "--device {params.device} --precision {params.precision} > {log} 2>&1"

@@ -48,7 +48,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from helpnet.training.runtime import tune_host_allocator
 
     tune_host_allocator()
-    predict_cases(args.checkpoint, args.cases_dir, args.cases, args.output_dir, args.device, args.batch_size)
+    predict_cases(args.checkpoint, args.cases_dir, args.cases, args.output_dir, args.device, args.batch_size,
+                  args.precision)
     return 0
 
 
@@ -92,4 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--output-dir", required=True, help="folder for {case}.nii.gz predictions")
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     predict.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
+    predict.add_argument(
+        "--precision", default="checkpoint", choices=["checkpoint", "auto", "fp32", "bf16", "fp16"],
+        help="precision of the forward passes (default: the one the model was trained in; fp16 needs CUDA)",
+    )
     predict.set_defaults(func=_run_predict)

@@ -22,7 +22,7 @@ from helpnet.io import load_nifti, save_nifti, spacing_of
 from helpnet.training.checkpoint import load_model_for_inference
 from helpnet.training.data import center_crop_or_pad, zscore_slice
 from helpnet.training.preprocess import in_plane_scale, resample_slice, zscore
-from helpnet.training.runtime import autocast_context, resolve_device
+from helpnet.training.runtime import autocast_context, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,14 @@ def probabilities_to_labels(probs: np.ndarray, rescaled_shape: tuple[int, int],
 
 
 def predict_cases(checkpoints: list[str | Path], cases_dir: str | Path, case_ids: list[str],
-                  output_dir: str | Path, device: str = "auto", batch_size: int = 32) -> list[Path]:
-    """Predict every case with the (ensemble of) checkpoint(s); write ``{case}.nii.gz`` files."""
+                  output_dir: str | Path, device: str = "auto", batch_size: int = 32,
+                  precision: str = "checkpoint") -> list[Path]:
+    """Predict every case with the (ensemble of) checkpoint(s); write ``{case}.nii.gz`` files.
+
+    ``precision`` is ``checkpoint`` (the precision the first model was trained in), ``auto``
+    (bf16 where the device computes it natively, else fp32), ``fp32``, ``bf16`` or ``fp16``
+    (CUDA only).
+    """
     torch_device = resolve_device(device)
     loaded = [load_model_for_inference(path, torch_device) for path in checkpoints]
     models = [model for model, _ in loaded]
@@ -104,6 +110,8 @@ def predict_cases(checkpoints: list[str | Path], cases_dir: str | Path, case_ids
         for key in ("target_spacing", "patch_size", "num_classes"):
             if other[key] != first[key]:
                 raise ValueError(f"{path}: {key}={other[key]} differs from {checkpoints[0]} ({first[key]}); ensemble only models of one setup")
+    chosen_precision = first["precision"] if precision == "checkpoint" else resolve_precision(precision, torch_device)
+    logger.info("predicting on %s in %s", torch_device, chosen_precision)
     written = []
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +119,7 @@ def predict_cases(checkpoints: list[str | Path], cases_dir: str | Path, case_ids
         files = CaseFiles.from_dir(Path(cases_dir) / case_id)
         image, header = load_nifti(files.image)
         windows, rescaled_shape = prepare_volume(image, spacing_of(header), first["target_spacing"], first["patch_size"])
-        probs = predict_probabilities(models, windows, torch_device, first["precision"], batch_size,
+        probs = predict_probabilities(models, windows, torch_device, chosen_precision, batch_size,
                                       first.get("channels_last", True))
         labels = probabilities_to_labels(probs, rescaled_shape, image.shape[:2])
         path = output_dir / f"{case_id}.nii.gz"

@@ -83,7 +83,10 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     """Turn ``auto`` into bf16 where the device computes it natively, else fp32."""
     if requested != "auto":
         if requested == "fp16" and device.type == "cpu":
-            raise ValueError("training.precision=fp16 is only supported on CUDA; use bf16 or fp32 on CPU")
+            raise ValueError(
+                "precision fp16 is only supported on CUDA; use bf16 or fp32 on the CPU "
+                "(training.precision in the config, --precision of helpnet predict)"
+            )
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
