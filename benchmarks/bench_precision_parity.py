@@ -3,17 +3,20 @@
 For each seed in ``--seeds``, runs the default workflow (config.yaml, the synthetic demo)
 through Snakemake twice, once with ``training.precision: fp32`` and once with ``bf16``, each in
 its own results folder, with only the ``helpnet`` experiment. The runs share one resources
-folder, since precision and seed do not change the prepared data. Prints the cross-fold mean
-Dice of each run and the summed training time from each fold's ``training_log.csv``, then the
-bf16 − fp32 difference per seed with its mean, standard deviation and 95 % t-interval, and the
-spread of each precision across seeds (how far runs end apart when only their random numbers
-differ). Unless ``--no-inference-parity`` is given, the fp32 run of each seed is then predicted
+folder, since precision and seed do not change the prepared data. The script prints the
+cross-fold mean Dice of each run and the summed training time from each fold's
+``training_log.csv``. Then it prints the bf16 − fp32 difference per seed, with its mean,
+standard deviation and 95 % t-interval. Last comes the spread of each precision across seeds,
+which shows how far runs end apart when only their random numbers differ. Unless ``--no-inference-parity`` is given, the fp32 run of each seed is then predicted
 and scored again with ``evaluation.precision: bf16``: the same models, only the forward pass
 in bf16. That difference is free of the chaos of training, so it shows the rounding alone.
 
 Usage (from the repository root, in the project's environment):
 
     python benchmarks/bench_precision_parity.py --work /tmp/parity --cores 2 --seeds 42 7 11 23 31
+
+Each seed costs two demo workflows and one rerun of prediction: about 10 minutes on 2 idle
+vCPUs at the default budget (BENCHMARKS.md). Progress goes to ``WORK/RUN/snakemake.log``.
 
 bf16 needs a CPU with native bf16 kernels (AVX512-BF16 or AMX) or a bf16-capable GPU.
 """
@@ -97,10 +100,10 @@ def paired_statistics(differences: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for the runs' results and logs")
-    parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--experiment", default="helpnet")
+    parser.add_argument("--cores", type=int, default=2, help="Snakemake --cores for each run (default: 2)")
+    parser.add_argument("--experiment", default="helpnet", help="experiment of config.yaml to train (default: helpnet)")
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[42],
         help="training seeds; each trains once in fp32 and once in bf16 (default: 42, the config's seed)",

@@ -34,7 +34,7 @@ import torch
 
 from helpnet.method import HelpnetObjective, ObjectiveSettings
 from helpnet.method.spr import connectivity_target
-from helpnet.model import build_network
+from helpnet.model import NETWORKS, SIZE_MULTIPLE, build_network
 from helpnet.training.runtime import tune_host_allocator
 
 logger = logging.getLogger(__name__)
@@ -177,9 +177,16 @@ def time_connectivity(network_name: str, batch: int, size: int, repeats: int) ->
 
 
 def run_in_subprocess(config: dict) -> dict:
+    """Run one configuration in a child process; raise RuntimeError with the child's error if it fails."""
     command = [sys.executable, __file__, "--single", json.dumps(config)]
     environment = {**os.environ, "OMP_NUM_THREADS": str(config["threads"])}
-    result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        error_lines = result.stderr.strip().splitlines()[-15:]
+        raise RuntimeError(
+            f"the benchmark of {config['network']} {config['precision']} {config['experiment']} batch {config['batch']} "
+            f"failed (exit status {result.returncode}):\n" + "\n".join(error_lines)
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -199,9 +206,12 @@ def format_table(results: list[dict], connectivity: list[dict], peak_tflops: flo
         memory = f"{row['peak_gpu_mb']:.0f}" if on_gpu else f"{row['peak_rss_mb']:.0f} | {row['peak_above_setup_mb']:.0f}"
         lines.append(
             f"| {row['network']} | {row['precision']} | {row['experiment']} | {row['batch']} | {step_ms} | {steps} | "
-            f"{row['step_tflop']:.3f} | {row['tflops_per_s']:.2f} |{peak} {memory} |"
+            f"{row['step_tflop']:.4g} | {row['tflops_per_s']:.3g} |{peak} {memory} |"
         )
     lines += [
+        "",
+        "TFLOP per step: matrix FLOPs (convolutions forward and backward) counted by torch's FlopCounterMode; "
+        "TFLOP/s divides them by the median step time.",
         "",
         "| network | precision | batch | helpnet / pce | helpnet_batched / pce | batched / separate |",
         "|---|---|---|---|---|---|",
@@ -211,7 +221,8 @@ def format_table(results: list[dict], connectivity: list[dict], peak_tflops: flo
     def format_ratio(numerator: float | None, denominator: float | None) -> str:
         return f"{numerator / denominator:.2f}" if numerator and denominator else "n/a"
 
-    for network, precision, batch in sorted({(row["network"], row["precision"], row["batch"]) for row in results}):
+    settings = dict.fromkeys((row["network"], row["precision"], row["batch"]) for row in results)
+    for network, precision, batch in settings:
         pce = by_key.get((network, precision, batch, "pce"))
         separate = by_key.get((network, precision, batch, "helpnet"))
         batched = by_key.get((network, precision, batch, "helpnet_batched"))
@@ -221,7 +232,14 @@ def format_table(results: list[dict], connectivity: list[dict], peak_tflops: flo
         )
     if not connectivity:
         return "\n".join(lines)
-    lines += ["", "| network | one forward ms (fp32, train mode) | connectivity target ms | ratio |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Connected-component target of the connectivity loss (labelling the argmax on the host) against one "
+        "train-mode fp32 forward of the same batch:",
+        "",
+        "| network | one forward ms | connectivity target ms | target / forward |",
+        "|---|---|---|---|",
+    ]
     for row in connectivity:
         ratio = row["connectivity_target_ms"] / row["forward_ms"]
         lines.append(f"| {row['network']} | {row['forward_ms']:.0f} | {row['connectivity_target_ms']:.1f} | {ratio:.3f} |")
@@ -230,10 +248,15 @@ def format_table(results: list[dict], connectivity: list[dict], peak_tflops: flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", nargs="+", default=["unet_upstream", "unet_light"])
+    parser.add_argument("--networks", nargs="+", default=["unet_upstream", "unet_light"], choices=sorted(NETWORKS),
+                        help="networks to time (default: unet_upstream unet_light)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(AUTOCAST_DTYPES),
                         help="fp16 runs with a gradient scaler, as `helpnet train` does, and only on CUDA")
-    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
+    parser.add_argument(
+        "--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS),
+        help="pce: one forward, scribble loss only; helpnet: the full objective with three forwards; "
+        "helpnet_batched: the same with the three views in one forward (default: all three)",
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[4], help="images per batch (several values: one row each)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument(
@@ -267,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.size % SIZE_MULTIPLE:
+        parser.error(f"--size {args.size} is not divisible by {SIZE_MULTIPLE} (the UNets pool four times); try 224")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device} needs a CUDA build of torch and a visible GPU; this torch is {torch.__version__}")

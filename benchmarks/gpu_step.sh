@@ -7,8 +7,8 @@
 # It records the GPU and torch versions. Then it times the pCE and HELPNet steps of both UNets
 # in fp32 and bf16 at batch 4, 16 and 32, 224x224, with TFLOP/s against PEAK_TFLOPS. The
 # default, 989, is the dense bf16 peak in NVIDIA's datasheet for the H100 and H200 SXM; set it
-# for another card. The tables go to OUTPUT_DIR/step_gpu.md and every number to
-# OUTPUT_DIR/step_gpu.json. Extra options are passed to benchmarks/bench_step.py and override
+# for another card. The tables go to OUTPUT_DIR/step_gpu.md, the progress log to
+# OUTPUT_DIR/step_gpu.log and every number to OUTPUT_DIR/step_gpu.json. Extra options are passed to benchmarks/bench_step.py and override
 # the defaults below, for example `--batch 4` for a quick try. DEVICE (default cuda) picks the device. The helpnet package is read from src/, so
 # only torch, numpy, scipy and tqdm need to be installed.
 set -euo pipefail
@@ -32,4 +32,4 @@ device=${DEVICE:-cuda}
 "$python" "$repository/benchmarks/bench_step.py" --device "$device" \
     --networks unet_upstream unet_light --precisions fp32 bf16 --experiments pce helpnet helpnet_batched \
     --batch 4 16 32 --warmup 3 --repeats 10 --peak-tflops "${PEAK_TFLOPS:-989}" \
-    --json "$output/step_gpu.json" "$@" 2>&1 | tee "$output/step_gpu.md"
+    --json "$output/step_gpu.json" "$@" 2> >(tee "$output/step_gpu.log" >&2) | tee "$output/step_gpu.md"

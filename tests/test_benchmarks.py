@@ -55,5 +55,16 @@ def test_step_table_columns_line_up(device, peak):
 
 def test_step_ratio_table_per_batch():
     rows = [_row("cpu", "pce", 10.0), _row("cpu", "helpnet", 25.0)]
-    ratios = bench_step.format_table(rows, [], None).split("\n\n")[1].splitlines()
+    ratios = bench_step.format_table(rows, [], None).split("\n\n")[2].splitlines()
     assert ratios[2] == "| unet_light | bf16 | 16 | 2.50 | n/a | n/a |"
+
+
+def test_failed_configuration_shows_child_error():
+    config = {
+        "device": "cuda:99", "network": "unet_light", "precision": "fp32", "experiment": "pce", "batch": 1,
+        "size": 32, "warmup": 1, "repeats": 1, "threads": 1, "malloc_tuning": False, "memory_format": "channels_last",
+    }
+    with pytest.raises(RuntimeError, match=r"unet_light fp32 pce batch 1 failed \(exit status 1\)") as error:
+        bench_step.run_in_subprocess(config)
+    # The child's own exception text comes along, not only its exit status.
+    assert "Error" in str(error.value).split("\n", 1)[1]

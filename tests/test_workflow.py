@@ -63,6 +63,19 @@ def test_evaluation_precision_reaches_predict(tmp_path: Path):
     assert all("--precision fp32" in line for line in predict_commands)
 
 
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [("training", "datasets.demo.training: precision fp16 needs CUDA but device is cpu"),
+     ("evaluation", "evaluation.precision fp16 needs CUDA but evaluation.device is cpu")],
+)
+def test_fp16_on_cpu_stops_before_any_job(tmp_path: Path, block: str, expected: str):
+    overlay = write_overlay(tmp_path / "fp16.yaml", {block: {"precision": "fp16", "device": "cpu"}})
+    result = snakemake("-n", "--cores", "1", "--configfile", str(overlay))
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
 def test_dry_run_acdc_preset_downloads_both_sources():
     result = snakemake("-n", "--cores", "1", "--configfile", "config/acdc.yaml")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -41,6 +41,11 @@ def check_config(config, schema_path):
 
 
 check_config(config, CONFIG_SCHEMA)
+if config.get("evaluation", {}).get("precision") == "fp16" and config["evaluation"].get("device") == "cpu":
+    raise WorkflowError(
+        "evaluation.precision fp16 needs CUDA but evaluation.device is cpu; "
+        "set evaluation.precision to checkpoint, bf16 or fp32, or evaluation.device to auto or cuda"
+    )
 # Fills in the schema's defaults.
 validate(config, str(CONFIG_SCHEMA))
 
@@ -96,6 +101,11 @@ def check_dataset_training(dataset):
         raise WorkflowError(
             f"datasets.{dataset}.training: {error.message} (at training.{location}); "
             "see workflow/schemas/config.schema.yaml for the valid keys"
+        )
+    if merged.get("precision") == "fp16" and merged.get("device") == "cpu":
+        raise WorkflowError(
+            f"datasets.{dataset}.training: precision fp16 needs CUDA but device is cpu; "
+            "set training.precision to bf16 or fp32, or training.device to auto or cuda"
         )
 
 

@@ -54,7 +54,13 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    preprocess = subparsers.add_parser("preprocess", help="resample one case's slices to the target spacing")
+    preprocess = subparsers.add_parser(
+        "preprocess",
+        help="resample one case's slices to the target spacing",
+        description="Resample every slice of one case to the target in-plane spacing and store the z-scored "
+        "image with its scribble, label (where present) and edge map (with --edge) in one .npz file, "
+        "which training reads.",
+    )
     preprocess.add_argument("--case-dir", required=True, help="canonical case folder (results/D/cases/C)")
     preprocess.add_argument("--edge", help="edge volume of the case (results/D/edges/C.nii.gz)")
     preprocess.add_argument("--target-spacing", type=float, required=True, help="in-plane spacing in mm")
@@ -91,8 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--cases-dir", required=True, help="folder of canonical cases")
     predict.add_argument("--cases", nargs="+", required=True, help="case ids to predict")
     predict.add_argument("--output-dir", required=True, help="folder for {case}.nii.gz predictions")
-    predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    predict.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
+    predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto, CUDA when present)")
+    predict.add_argument("--batch-size", type=int, default=32, help="slices per forward pass (default: 32)")
     predict.add_argument(
         "--precision", default="checkpoint", choices=["checkpoint", "auto", "fp32", "bf16", "fp16"],
         help="precision of the forward passes (default: the one the model was trained in; fp16 needs CUDA)",

@@ -84,8 +84,9 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         if requested == "fp16" and device.type == "cpu":
             raise ValueError(
-                "precision fp16 is only supported on CUDA; use bf16 or fp32 on the CPU "
-                "(training.precision in the config, --precision of helpnet predict)"
+                "precision fp16 is only supported on CUDA, and the device is the CPU; use bf16 or fp32 "
+                "(training.precision for training, evaluation.precision or helpnet predict --precision "
+                "for prediction), or run on a CUDA device"
             )
         return requested
     if device.type == "cuda":
