@@ -16,7 +16,8 @@ Usage (from the repository root, in the project's environment):
     python benchmarks/bench_precision_parity.py --work /tmp/parity --cores 2 --seeds 42 7 11 23 31
 
 Each seed costs two demo workflows and one rerun of prediction: about 10 minutes on 2 idle
-vCPUs at the default budget (BENCHMARKS.md). Progress goes to ``WORK/RUN/snakemake.log``.
+vCPUs at the default budget (BENCHMARKS.md). Progress goes to ``WORK/RUN/snakemake.log``
+(``snakemake_evaluation.log`` for the bf16 prediction of an fp32 run).
 
 bf16 needs a CPU with native bf16 kernels (AVX512-BF16 or AMX) or a bf16-capable GPU.
 """
@@ -67,7 +68,8 @@ def run_workflow(work: Path, name: str, training: dict, experiment: str, cores: 
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--snakefile", str(REPOSITORY / "Snakefile"),
                "--directory", str(REPOSITORY), "--configfile", str(REPOSITORY / "config.yaml"), str(overlay)]
     start = time.perf_counter()
-    with open(work / name / "snakemake.log", "w", encoding="utf-8") as log:
+    log_name = "snakemake.log" if evaluation is None else "snakemake_evaluation.log"
+    with open(work / name / log_name, "w", encoding="utf-8") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - start
 
@@ -168,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         interval = "n/a" if paired["ci95"] is None else "[{:+.4f}, {:+.4f}]".format(*paired["ci95"])
         print(f"bf16 - fp32, paired over {paired['count']} seeds: mean {paired['mean']:+.4f}, "
               f"sd {paired['sd']:.4f}, 95 % t-interval {interval}")
+    if args.inference_parity and len(args.seeds) > 1:
+        inference_stats = report["bf16_inference_minus_fp32"]
+        print(f"bf16 - fp32 prediction of the same fp32 models, over {inference_stats['count']} seeds: "
+              f"mean {inference_stats['mean']:+.4f}, sd {inference_stats['sd']:.4f}")
     (args.work / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
