@@ -7,9 +7,10 @@ folder, since precision and seed do not change the prepared data. The script pri
 cross-fold mean Dice of each run and the summed training time from each fold's
 ``training_log.csv``. Then it prints the bf16 − fp32 difference per seed, with its mean,
 standard deviation and 95 % t-interval. Last comes the spread of each precision across seeds,
-which shows how far runs end apart when only their random numbers differ. Unless ``--no-inference-parity`` is given, the fp32 run of each seed is then predicted
-and scored again with ``evaluation.precision: bf16``: the same models, only the forward pass
-in bf16. That difference is free of the chaos of training, so it shows the rounding alone.
+which shows how far runs end apart when only their random numbers differ. Unless
+``--no-inference-parity`` is given, the fp32 run of each seed is then predicted and scored
+again with ``evaluation.precision: bf16``: the same models, only the forward pass in bf16.
+That difference is free of the chaos of training, so it shows the rounding alone.
 
 Usage (from the repository root, in the project's environment):
 
@@ -36,14 +37,13 @@ import time
 from pathlib import Path
 
 import yaml
+from scipy import stats
 
 logger = logging.getLogger(__name__)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DATASET = "demo"
 PRECISIONS = ("fp32", "bf16")
-# Two-sided 97.5 % quantiles of Student's t for 1 to 9 degrees of freedom (paired seeds − 1).
-T_QUANTILE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def run_workflow(work: Path, name: str, training: dict, experiment: str, cores: int,
@@ -90,15 +90,21 @@ def read_run(results: Path, experiment: str) -> dict:
 
 
 def paired_statistics(differences: list[float]) -> dict:
-    """Mean, sample standard deviation and 95 % t-interval of paired differences."""
+    """Return the mean, sample standard deviation and 95 % t-interval of paired differences."""
     count = len(differences)
     mean = statistics.fmean(differences)
     if count < 2:
         return {"count": count, "mean": mean, "sd": None, "ci95": None}
     sd = statistics.stdev(differences)
-    half_width = T_QUANTILE_975[count - 1] * sd / math.sqrt(count) if count - 1 in T_QUANTILE_975 else None
-    interval = None if half_width is None else [mean - half_width, mean + half_width]
-    return {"count": count, "mean": mean, "sd": sd, "ci95": interval}
+    half_width = stats.t.ppf(0.975, count - 1) * sd / math.sqrt(count)
+    return {"count": count, "mean": mean, "sd": sd, "ci95": [mean - half_width, mean + half_width]}
+
+
+def format_paired(label: str, paired: dict) -> str:
+    """Return one line with the mean, standard deviation and 95 % t-interval of ``paired``."""
+    interval = "[{:+.4f}, {:+.4f}]".format(*paired["ci95"])
+    return (f"{label}, paired over {paired['count']} seeds: mean {paired['mean']:+.4f}, "
+            f"sd {paired['sd']:.4f}, 95 % t-interval {interval}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = {} if args.epochs is None else {"epochs": args.epochs}
     rows = {}
     for seed in args.seeds:
-        for precision in PRECISIONS:
+        trainings = {precision: {"precision": precision, "seed": seed, **budget} for precision in PRECISIONS}
+        for precision, training in trainings.items():
             name = f"{precision}_seed{seed}"
-            training = {"precision": precision, "seed": seed, **budget}
             seconds = run_workflow(args.work, name, training, args.experiment, args.cores)
             rows[name] = {
                 **read_run(args.work / name / "results", args.experiment),
@@ -133,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s: mean Dice %.4f in %.0f s", name, rows[name]["dice_mean"], seconds)
         if args.inference_parity:
             source = f"fp32_seed{seed}"
-            training = {"precision": "fp32", "seed": seed, **budget}
-            seconds = run_workflow(args.work, source, training, args.experiment, args.cores, {"precision": "bf16"})
+            seconds = run_workflow(args.work, source, trainings["fp32"], args.experiment, args.cores,
+                                   {"precision": "bf16"})
             name = f"{source}_bf16_inference"
             rows[name] = {
                 **read_run(args.work / source / "results", args.experiment),
@@ -165,15 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         report[f"{precision}_across_seeds"] = {"mean": statistics.fmean(values), "sd": spread}
         print(f"{precision} over {len(values)} seeds: mean {statistics.fmean(values):.4f}"
               + ("" if spread is None else f", sd {spread:.4f}"))
-    paired = report["bf16_minus_fp32"]
-    if paired["sd"] is not None:
-        interval = "n/a" if paired["ci95"] is None else "[{:+.4f}, {:+.4f}]".format(*paired["ci95"])
-        print(f"bf16 - fp32, paired over {paired['count']} seeds: mean {paired['mean']:+.4f}, "
-              f"sd {paired['sd']:.4f}, 95 % t-interval {interval}")
-    if args.inference_parity and len(args.seeds) > 1:
-        inference_stats = report["bf16_inference_minus_fp32"]
-        print(f"bf16 - fp32 prediction of the same fp32 models, over {inference_stats['count']} seeds: "
-              f"mean {inference_stats['mean']:+.4f}, sd {inference_stats['sd']:.4f}")
+    if len(args.seeds) > 1:
+        print(format_paired("bf16 - fp32 training", report["bf16_minus_fp32"]))
+        if args.inference_parity:
+            print(format_paired("bf16 - fp32 prediction of the same fp32 models", report["bf16_inference_minus_fp32"]))
     (args.work / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

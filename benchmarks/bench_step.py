@@ -35,7 +35,7 @@ import torch
 from helpnet.method import HelpnetObjective, ObjectiveSettings
 from helpnet.method.spr import connectivity_target
 from helpnet.model import NETWORKS, SIZE_MULTIPLE, build_network
-from helpnet.training.runtime import tune_host_allocator
+from helpnet.training.runtime import autocast_context, tune_host_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,6 @@ def make_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torc
     return image.contiguous(memory_format=torch.channels_last), scribble, edge
 
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def count_step_flops(step) -> int:
     """Run ``step`` once under FlopCounterMode and return its floating-point operations.
 
@@ -103,7 +100,6 @@ def run_single(config: dict) -> dict:
     objective = HelpnetObjective(ObjectiveSettings(**EXPERIMENTS[config["experiment"]]), NUM_CLASSES)
     image, scribble, edge = (tensor.to(device) for tensor in make_batch(config["batch"], config["size"]))
     image = image.contiguous(memory_format=memory_format)
-    autocast_dtype = AUTOCAST_DTYPES[config["precision"]]
     scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
     generator = torch.Generator().manual_seed(42)
 
@@ -113,7 +109,7 @@ def run_single(config: dict) -> dict:
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with autocast_context(device, config["precision"]):
             total, _ = objective(network, image, scribble, edge, generator)
         scaler.scale(total).backward()
         scaler.step(optimizer)
@@ -126,14 +122,15 @@ def run_single(config: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    untimed = max(config["warmup"] - 1, 0)
     times = []
-    for index in range(max(config["warmup"] - 1, 0) + config["repeats"]):
+    for index in range(untimed + config["repeats"]):
         synchronize()
         start = time.perf_counter()
         step()
         synchronize()
         elapsed = time.perf_counter() - start
-        if index >= max(config["warmup"] - 1, 0):
+        if index >= untimed:
             times.append(elapsed * 1000.0)
     step_ms = statistics.median(times)
     row = {
@@ -200,8 +197,10 @@ def format_table(results: list[dict], connectivity: list[dict], peak_tflops: flo
         "|" + "---|" * (8 + bool(peak_tflops) + (1 if on_gpu else 2)),
     ]
     for row in results:
-        steps = ", ".join(f"{value:.1f}" if row["step_ms"] < 100 else f"{value:.0f}" for value in row["step_ms_all"])
-        step_ms = f"{row['step_ms']:.1f}" if row["step_ms"] < 100 else f"{row['step_ms']:.0f}"
+        # Steps under 100 ms (GPU, small sizes) keep one decimal.
+        digits = 1 if row["step_ms"] < 100 else 0
+        steps = ", ".join(f"{value:.{digits}f}" for value in row["step_ms_all"])
+        step_ms = f"{row['step_ms']:.{digits}f}"
         peak = f" {100 * row['tflops_per_s'] / peak_tflops:.1f} |" if peak_tflops else ""
         memory = f"{row['peak_gpu_mb']:.0f}" if on_gpu else f"{row['peak_rss_mb']:.0f} | {row['peak_above_setup_mb']:.0f}"
         lines.append(
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="+", default=["unet_upstream", "unet_light"], choices=sorted(NETWORKS),
                         help="networks to time (default: unet_upstream unet_light)")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(AUTOCAST_DTYPES),
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"],
                         help="fp16 runs with a gradient scaler, as `helpnet train` does, and only on CUDA")
     parser.add_argument(
         "--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS),
@@ -296,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device} needs a CUDA build of torch and a visible GPU; this torch is {torch.__version__}")
     if device.type == "cpu" and "fp16" in args.precisions:
-        parser.error("--precisions fp16 is for CUDA only (helpnet train refuses fp16 on the CPU); use fp32 or bf16")
+        parser.error("--precisions fp16 needs CUDA (helpnet train rejects fp16 on the CPU); use fp32 or bf16")
     torch.set_num_threads(args.threads)
     logger.info("torch %s, device %s, %d threads, load average %s", torch.__version__, device, args.threads,
                 os.getloadavg())

@@ -18,11 +18,18 @@ def test_paired_statistics_t_interval():
     stats = bench_precision_parity.paired_statistics([0.01, -0.02, 0.03])
     # Mean 0.02 / 3; deviations 1/300, -8/300, 7/300 give a sample variance of 114/90000 / 2.
     sd = math.sqrt((1 + 64 + 49) / 90000 / 2)
-    half_width = 4.303 * sd / math.sqrt(3)
+    # With 2 degrees of freedom the 97.5 % quantile of Student's t is 0.95 / sqrt(2 * 0.975 * 0.025).
+    half_width = 0.95 / math.sqrt(2 * 0.975 * 0.025) * sd / math.sqrt(3)
     assert stats["count"] == 3
     assert stats["mean"] == pytest.approx(0.02 / 3)
     assert stats["sd"] == pytest.approx(sd)
     assert stats["ci95"] == pytest.approx([0.02 / 3 - half_width, 0.02 / 3 + half_width])
+
+
+def test_format_paired_line():
+    line = bench_precision_parity.format_paired("bf16 - fp32", {"count": 3, "mean": -0.01, "sd": 0.02,
+                                                                "ci95": [-0.06, 0.04]})
+    assert line == "bf16 - fp32, paired over 3 seeds: mean -0.0100, sd 0.0200, 95 % t-interval [-0.0600, +0.0400]"
 
 
 def test_paired_statistics_single_seed_has_no_spread():

@@ -12,6 +12,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+with open(CONFIG_SCHEMA, encoding="utf-8") as schema_file:
+    CONFIG_SCHEMA_DOCUMENT = yaml.safe_load(schema_file)
 
 
 def describe_config_error(error):
@@ -27,10 +29,9 @@ def describe_config_error(error):
     return f"  {where}: unknown key {', '.join(hints)}; allowed here: {', '.join(sorted(allowed))}"
 
 
-def check_config(config, schema_path):
+def check_config(config, schema, schema_path):
     """Stop with one line per config error (key, problem) instead of Snakemake's schema dump."""
-    with open(schema_path, encoding="utf-8") as handle:
-        validator = jsonschema.Draft202012Validator(yaml.safe_load(handle))
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         lines = [describe_config_error(e) for e in errors[:10]]
@@ -40,7 +41,7 @@ def check_config(config, schema_path):
         )
 
 
-check_config(config, CONFIG_SCHEMA)
+check_config(config, CONFIG_SCHEMA_DOCUMENT, CONFIG_SCHEMA)
 if config.get("evaluation", {}).get("precision") == "fp16" and config["evaluation"].get("device") == "cpu":
     raise WorkflowError(
         "evaluation.precision fp16 needs CUDA but evaluation.device is cpu; "
@@ -88,11 +89,7 @@ def experiment_config(experiment):
 
 def check_dataset_training(dataset):
     """Validate a dataset's `training` overrides, merged with the top-level block, before any job."""
-    import jsonschema
-    import yaml
-
-    schema_path = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-    schema = yaml.safe_load(schema_path.read_text())["properties"]["training"]
+    schema = CONFIG_SCHEMA_DOCUMENT["properties"]["training"]
     merged = training_settings_of(dataset)
     try:
         jsonschema.validate(merged, schema)
